@@ -1,0 +1,1 @@
+"""The ``corekit`` command line (typer). Heavy imports stay inside the commands."""

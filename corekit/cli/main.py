@@ -1,0 +1,64 @@
+"""``corekit``: the command-line entry point and its global options.
+
+User errors (:class:`corekit.errors.CorekitError`) print one paragraph on stderr and exit
+with code 2, never a traceback. Plugin-load warnings print as one line each.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from corekit.errors import CorekitError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    name="corekit",
+    help="Compose, train, compress and ship GPT-style language models from plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global(
+    registry: Optional[Path] = typer.Option(
+        None, "--registry", help="a user registry.toml (default: $COREKIT_REGISTRY or ./registry.toml)"
+    ),
+    strict: bool = typer.Option(False, "--strict", help="a plugin that fails to load is an error, not a warning"),
+) -> None:
+    from corekit import plugins
+
+    plugins.configure(registry, strict)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", markup=True)
+
+
+def _register_commands() -> None:
+    from corekit.cli import generate_cmd, plugins_cmd, spec_cmd
+
+    app.command("plugins")(plugins_cmd.plugins)
+    app.add_typer(spec_cmd.app, name="spec")
+    app.command("generate")(generate_cmd.generate)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; exit 2 with a readable message on any user error."""
+    warnings.showwarning = _show_warning
+    try:
+        app(args=argv, prog_name="corekit")
+    except CorekitError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        sys.exit(2)

@@ -1,0 +1,165 @@
+"""Autoregressive generation with a KV cache.
+
+Prompts of different lengths are left-padded into one batch with an attention mask, so
+every row is encoded exactly as it would be alone (positions count real tokens only).
+Sampling: greedy (``temperature=0``), temperature, top-k, and top-p (nucleus, Holtzman et
+al. 2020, arXiv:1904.09751), reproducible with ``seed``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+
+from corekit.errors import CorekitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from corekit.modules.decoder import Decoder
+    from corekit.tokenizer import Tokenizer
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Set every logit below the k-th largest of its row to -inf. (B, V) -> (B, V)."""
+    k = min(k, logits.shape[-1])
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches ``p``. (B, V) -> (B, V)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # mass of strictly more likely tokens
+    sorted_logits = sorted_logits.masked_fill(before >= p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose the next token of each row from (B, V) logits; returns (B,) ids."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def _check_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    problems = []
+    if max_new_tokens < 0:
+        problems.append(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        problems.append(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        problems.append(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        problems.append(f"top_p must be in (0, 1], got {top_p}")
+    if problems:
+        raise CorekitError("; ".join(problems))
+
+
+@torch.no_grad()
+def generate(
+    model: Decoder,
+    prompts: Sequence[Sequence[int]] | Sequence[str],
+    *,
+    tokenizer: Tokenizer | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_tokens: Sequence[int] = (),
+    seed: int | None = None,
+    use_cache: bool = True,
+    on_token: Callable[[int, int], None] | None = None,
+) -> list[list[int]] | list[str]:
+    """Continue each prompt.
+
+    Args:
+        model: a :class:`~corekit.modules.decoder.Decoder`.
+        prompts: token id lists, or strings (then ``tokenizer`` is required and strings
+            are returned).
+        tokenizer: encodes string prompts and decodes the results.
+        max_new_tokens: most tokens to add per prompt; generation also stops at the
+            model's context length.
+        temperature: 0 for greedy decoding; otherwise logits are divided by it.
+        top_k: sample only from the k most likely tokens.
+        top_p: sample only from the smallest set of tokens with this much probability.
+        stop_tokens: ids that end a sequence (not included in its output).
+        seed: seed for sampling, for reproducible results.
+        use_cache: reuse past keys/values (False recomputes the whole sequence each step).
+        on_token: called as ``on_token(row, token_id)`` for each new token, as it comes.
+
+    Returns:
+        The new tokens of each prompt (ids, or text when the prompts were strings).
+    """
+    _check_args(max_new_tokens, temperature, top_k, top_p)
+    as_text = bool(prompts) and isinstance(prompts[0], str)
+    if as_text:
+        if tokenizer is None:
+            raise CorekitError("string prompts need a tokenizer")
+        id_lists = [tokenizer.encode(p) for p in prompts]  # type: ignore[arg-type]
+    else:
+        id_lists = [list(map(int, p)) for p in prompts]
+    if not id_lists:
+        return []
+    if any(len(ids) == 0 for ids in id_lists):
+        raise CorekitError("every prompt needs at least one token")
+    longest = max(len(ids) for ids in id_lists)
+    if longest >= model.context_length:
+        raise CorekitError(
+            f"a prompt of {longest} tokens leaves no room in the context of {model.context_length} tokens"
+        )
+    max_new_tokens = min(max_new_tokens, model.context_length - longest)
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    batch = len(id_lists)
+    ids = torch.zeros(batch, longest, dtype=torch.long, device=device)
+    mask = torch.zeros(batch, longest, dtype=torch.long, device=device)
+    for row, row_ids in enumerate(id_lists):
+        ids[row, longest - len(row_ids):] = torch.tensor(row_ids, device=device)
+        mask[row, longest - len(row_ids):] = 1
+    padded = bool((mask == 0).any())
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    cache = model.new_cache() if use_cache else None
+    stops = set(int(s) for s in stop_tokens)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    finished = [False] * batch
+
+    step_ids = ids
+    try:
+        for _ in range(max_new_tokens):
+            inputs = step_ids if use_cache else ids
+            logits = model(inputs, attention_mask=mask if padded else None, cache=cache)[:, -1]  # (B, V)
+            nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            for row, token in enumerate(nxt.tolist()):
+                if finished[row]:
+                    continue
+                if token in stops:
+                    finished[row] = True
+                    continue
+                outputs[row].append(token)
+                if on_token is not None:
+                    on_token(row, token)
+            if all(finished):
+                break
+            step_ids = nxt[:, None]  # (B, 1)
+            ids = torch.cat([ids, step_ids], dim=1)
+            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+    finally:
+        model.train(was_training)
+    if as_text:
+        return [tokenizer.decode(out) for out in outputs]  # type: ignore[union-attr]
+    return outputs

@@ -1,0 +1,111 @@
+"""Base classes for component parameters, and the context components are built in.
+
+A component's parameters are a pydantic model derived from :class:`Params`, with a
+``name: Literal["..."]`` tag: the one place the component's name is written. A field may
+hold another component (an attention's kernel, say): annotate it ``Slot["kind"]`` and
+the registry turns it into the union of every component of that kind once plugins load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+
+class Params(BaseModel):
+    """Parameters of one component: unknown fields are rejected; values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+
+    def check(self, ctx: ModelContext) -> Iterator[tuple[str, str]]:
+        """Yield ``(field, message)`` for each rule this component breaks in ``ctx``.
+
+        Called after every field of the model spec validated, for cross-field rules such as
+        "rope needs an even head dimension". ``field`` is relative to this component.
+        """
+        return iter(())
+
+
+@dataclass(frozen=True)
+class SlotMarker:
+    """Marks a field whose value is a component of ``kind`` (resolved by the registry).
+
+    ``default_name`` is used for a table that gives no ``name``.
+    """
+
+    kind: str
+    default_name: str | None = None
+
+
+class Slot:
+    """``Slot["norm"]`` annotates a field holding a component of kind ``norm``.
+
+    In a spec such a field takes a table with a ``name`` (and that component's
+    parameters) or just the name as a string. ``Slot["attention", "mha"]`` also names the
+    component a table without ``name`` means.
+    """
+
+    def __class_getitem__(cls, item: str | tuple[str, str]) -> Any:
+        kind, default_name = item if isinstance(item, tuple) else (item, None)
+        return Annotated[Any, SlotMarker(kind, default_name)]
+
+
+class ActivationParams(Params):
+    """Base of every activation component."""
+
+    #: a gated activation receives twice the hidden width and returns the hidden width
+    gated: ClassVar[bool] = False
+
+
+class AttentionParams(Params):
+    """Base of every attention component: the core reads heads and window from here."""
+
+    n_heads: PositiveInt = Field(description="number of query heads")
+    kernel: Slot["attention_kernel"] = Field(  # type: ignore[valid-type]
+        "flash", description="how scores are computed: math | flash | <plugin>"
+    )
+    window: PositiveInt | None = Field(
+        None, description="sliding-window size: each query sees at most this many keys"
+    )
+
+    @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads."""
+        return self.n_heads
+
+
+class TokenizerParams(Params):
+    """Base of every tokenizer component."""
+
+    special_tokens: list[str] = Field(
+        default_factory=lambda: ["<|endoftext|>"],
+        description="special tokens, reserved at fixed ids and never split",
+    )
+
+    def known_size(self) -> int | None:
+        """Vocabulary size if it is known before training, else None."""
+        return None
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """Model-wide facts handed to every component's ``build`` and ``check``."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    context_length: int
+    vocab_size: int | None
+    bias: bool
+    dropout: float
+    layout: str
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_heads

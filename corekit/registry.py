@@ -1,0 +1,319 @@
+"""The component registry: (kind, name) -> Component, and the spec unions built from it.
+
+Plugins fill a :class:`Registry` through the ``corekit_register_components`` hook. The
+registry then answers lookups (with the closest match when a name is unknown), builds
+components from validated params, and turns ``Slot["kind"]`` fields of pydantic models
+into discriminated unions of every registered component of that kind, so a third-party
+component validates and appears in the JSON Schema exactly like a built-in one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Annotated, Any, Callable, Iterator, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
+
+from corekit.errors import PluginConflictError, PluginError, UnknownComponentError
+from corekit.params import ActivationParams, AttentionParams, Params, SlotMarker, TokenizerParams
+
+#: Every component kind, with what a component of that kind is.
+KINDS: dict[str, str] = {
+    "tokenizer": "turns text into token ids and back",
+    "attention": "mixes information across positions (multi-head, grouped-query, ...)",
+    "attention_kernel": "computes softmax(QK^T)V for an attention module",
+    "norm": "normalises the residual stream",
+    "activation": "the MLP's non-linearity (plain or gated)",
+    "positional": "tells the model where each token is",
+    "optimizer": "updates the weights from gradients",
+    "scheduler": "sets the learning rate at each step",
+    "compressor": "makes a trained model smaller or faster",
+}
+
+#: Params base class each kind's components must derive from.
+KIND_BASES: dict[str, type[Params]] = {
+    "attention": AttentionParams,
+    "activation": ActivationParams,
+    "tokenizer": TokenizerParams,
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a component came from: the plugin's package, its version and module."""
+
+    package: str
+    version: str
+    module: str
+    user: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.package} {self.version} ({self.module})"
+
+
+RUNTIME = Source("<runtime>", "", "<runtime>")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component."""
+
+    kind: str
+    name: str
+    params: type[Params]
+    build: Callable[..., Any] | str
+    description: str
+    source: Source = RUNTIME
+
+    def builder(self) -> Callable[..., Any]:
+        """The build function, importing it first when given as ``"module:attr"``."""
+        if callable(self.build):
+            return self.build
+        module, _, attr = self.build.partition(":")
+        return getattr(import_module(module), attr)
+
+
+class GenericComponent(BaseModel):
+    """A component of a kind no loaded plugin provides yet: any ``name`` and fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+
+def closest(name: str, options: list[str]) -> str | None:
+    """The option most similar to ``name``, or None when nothing is close."""
+    hits = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return hits[0] if hits else None
+
+
+def unknown_message(kind: str, name: Any, available: list[str]) -> str:
+    """The standard message for a name that no plugin of ``kind`` provides."""
+    msg = f"unknown {kind} {name!r}; available: {', '.join(available) or '(none installed)'}"
+    hint = closest(str(name), available)
+    return msg + (f"; did you mean {hint!r}?" if hint else "")
+
+
+class Registry:
+    """Components by (kind, name), with the plugin that provided each."""
+
+    def __init__(self) -> None:
+        self._components: dict[tuple[str, str], Component] = {}
+        self._source: Source = RUNTIME
+        self._disabled: set[tuple[str, str]] = set()
+        self.dropped: list[Component] = []
+        self._resolved: dict[type, type] = {}
+        #: the pluggy manager that filled this registry (for the other hooks)
+        self.plugin_manager: Any = None
+
+    # ----------------------------------------------------------------- loading
+    @contextlib.contextmanager
+    def loading(self, source: Source, disabled: set[tuple[str, str]] = frozenset()) -> Iterator[None]:
+        """Attribute components added inside the block to ``source``; roll back on error."""
+        before = dict(self._components)
+        previous, self._source, self._disabled = self._source, source, set(disabled)
+        try:
+            yield
+        except BaseException:
+            self._components = before
+            raise
+        finally:
+            self._source, self._disabled = previous, set()
+            self._resolved.clear()
+
+    def add(
+        self,
+        kind: str,
+        params: type[Params],
+        build: Callable[..., Any] | str,
+        description: str | None = None,
+        *,
+        override: bool = False,
+    ) -> Component:
+        """Register a component.
+
+        Args:
+            kind: one of :data:`KINDS`.
+            params: its Params model; the ``name`` literal of this model is its name.
+            build: the build function (see the hook's docstring for its arguments), or a
+                ``"module:attr"`` string imported on first use.
+            description: one line for ``corekit plugins``; defaults to the first line of
+                the Params docstring.
+            override: replace an existing component of the same kind and name. Without
+                it, a second component with the same name is an error.
+        """
+        if kind not in KINDS:
+            raise PluginError(
+                f"{self._source}: unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}"
+            )
+        name = _literal_name(params, kind, self._source)
+        base = KIND_BASES.get(kind, Params)
+        if not issubclass(params, base):
+            raise PluginError(
+                f"{self._source}: {kind} {name!r} params must subclass {base.__module__}.{base.__name__}"
+            )
+        if description is None:
+            lines = (params.__doc__ or "").strip().splitlines()
+            description = lines[0] if lines else ""
+        comp = Component(kind, name, params, build, description, self._source)
+        key = (kind, name)
+        if key in self._disabled:
+            self.dropped.append(comp)
+            return comp
+        existing = self._components.get(key)
+        if existing is not None and not override:
+            raise PluginConflictError(
+                f"two plugins claim {kind}:{name}: {existing.source} and {comp.source}. "
+                f"Remove one, disable one in a registry.toml (disable = [\"{kind}:{name}\"]), "
+                "or register the replacement with override=True."
+            )
+        self._components[key] = comp
+        self._resolved.clear()
+        return comp
+
+    def remove(self, kind: str, name: str) -> Component:
+        """Drop a component (used for ``disable`` entries of a user registry)."""
+        comp = self.get(kind, name)
+        del self._components[(kind, name)]
+        self._resolved.clear()
+        return comp
+
+    # ----------------------------------------------------------------- lookup
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._components
+
+    def components(self, kind: str | None = None) -> list[Component]:
+        """Registered components, in registration order, optionally of one kind."""
+        return [c for c in self._components.values() if kind is None or c.kind == kind]
+
+    def names(self, kind: str) -> list[str]:
+        """Names of the registered components of ``kind``."""
+        return [c.name for c in self.components(kind)]
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component ``kind:name``; an unknown one names the available ones."""
+        if kind not in KINDS:
+            raise UnknownComponentError(unknown_message("component kind", kind, list(KINDS)))
+        comp = self._components.get((kind, name))
+        if comp is None:
+            raise UnknownComponentError(unknown_message(kind, name, self.names(kind)))
+        return comp
+
+    def build(self, kind: str, params: Params | str | dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """Validate ``params`` if needed and call the component's build function."""
+        if isinstance(params, str):
+            params = {"name": params}
+        if isinstance(params, dict):
+            params = self.get(kind, params.get("name", "")).params.model_validate(params)
+        comp = self.get(kind, params.name)
+        return comp.builder()(params, *args, **kwargs)
+
+    # ----------------------------------------------------------------- spec types
+    def slot_type(self, kind: str, default_name: str | None = None) -> Any:
+        """The pydantic type of a ``Slot[kind]`` field: a union over the kind's components."""
+        members = tuple(self.resolve(c.params) for c in self.components(kind))
+        if not members:
+            inner: Any = GenericComponent
+        elif len(members) == 1:
+            inner = members[0]
+        else:
+            inner = Annotated[Union[members], Field(discriminator="name")]
+        names = self.names(kind)
+
+        def normalise(value: Any) -> Any:
+            if isinstance(value, str):
+                value = {"name": value}
+            if isinstance(value, dict):
+                if "name" not in value and default_name is not None:
+                    value = {"name": default_name, **value}
+                if "name" not in value:
+                    raise PydanticCustomError(
+                        "missing_component_name",
+                        "a {kind} needs a 'name'; available: {available}",
+                        {"kind": kind, "available": ", ".join(names)},
+                    )
+                if names and value["name"] not in names:
+                    raise PydanticCustomError(
+                        "unknown_component", "{message}",
+                        {"message": unknown_message(kind, value["name"], names), "kind": kind},
+                    )
+            return value
+
+        shorthand = Literal[tuple(names)] if names else str  # type: ignore[valid-type]
+        return Annotated[inner, BeforeValidator(normalise, json_schema_input_type=Union[shorthand, inner])]
+
+    def resolve(self, model: type[BaseModel]) -> type[BaseModel]:
+        """``model`` with every ``Slot[...]`` field (at any depth) replaced by its union."""
+        if model in self._resolved:
+            return self._resolved[model]
+        self._resolved[model] = model  # guards against recursive models
+        fields: dict[str, Any] = {}
+        for fname, info in model.model_fields.items():
+            annotation = info.annotation
+            if info.metadata:
+                annotation = Annotated[(annotation, *info.metadata)]
+            default_name = _default_name(info.default)
+            new = self._rewrite(annotation, default_name)
+            if new is not annotation:
+                kwargs: dict[str, Any] = {"description": info.description, "validate_default": True}
+                factory = info.default_factory
+                if isinstance(factory, type) and issubclass(factory, BaseModel):
+                    # an instance of the unresolved model would fail the resolved type
+                    kwargs["default_factory"] = dict
+                elif factory is not None:
+                    kwargs["default_factory"] = factory
+                else:
+                    kwargs["default"] = info.default
+                fields[fname] = (new, Field(**kwargs))
+        result = (
+            create_model(model.__name__, __base__=model, __module__=model.__module__, __doc__=model.__doc__, **fields)
+            if fields
+            else model
+        )
+        self._resolved[model] = result
+        return result
+
+    def _rewrite(self, tp: Any, default_name: str | None) -> Any:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            base, *meta = get_args(tp)
+            marker = next((m for m in meta if isinstance(m, SlotMarker)), None)
+            if marker is not None:
+                return self.slot_type(marker.kind, marker.default_name or default_name)
+            new = self._rewrite(base, default_name)
+            return tp if new is base else Annotated[(new, *meta)]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return self.resolve(tp)
+        if origin in (Union, types.UnionType):
+            args = get_args(tp)
+            new_args = tuple(self._rewrite(a, None) for a in args)
+            return tp if new_args == args else Union[new_args]
+        if origin in (list, dict, tuple) and get_args(tp):
+            args = get_args(tp)
+            new_args = tuple(self._rewrite(a, None) for a in args)
+            return tp if new_args == args else typing.cast(Any, origin)[new_args]
+        return tp
+
+
+def _default_name(default: Any) -> str | None:
+    if isinstance(default, str):
+        return default
+    if isinstance(default, dict):
+        return default.get("name")
+    return None
+
+
+def _literal_name(params: type[Params], kind: str, source: Source) -> str:
+    info = params.model_fields.get("name") if isinstance(params, type) and issubclass(params, BaseModel) else None
+    args = get_args(info.annotation) if info is not None else ()
+    if info is None or get_origin(info.annotation) is not Literal or len(args) != 1:
+        raise PluginError(
+            f"{source}: a {kind} Params model needs a field name: Literal['<name>'] "
+            f"(got {getattr(params, '__name__', params)!r})"
+        )
+    return str(args[0])

@@ -1,0 +1,329 @@
+"""Run specs: pydantic models for a TOML/JSON spec file, its loading and its errors.
+
+The static models here mark component fields with ``Slot["kind"]``; the registry turns
+them into unions of the loaded plugins (:meth:`corekit.registry.Registry.resolve`), so
+``load_spec`` validates every component with its own plugin's Params model. Errors
+name the field path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from corekit.errors import SpecError, SpecIssue
+from corekit.params import ModelContext, Params, Slot, SlotMarker
+from corekit.registry import Registry
+
+SECTION = ConfigDict(extra="forbid")
+#: Later stages own these sections; until then unknown keys in them are kept, not refused.
+OPEN_SECTION = ConfigDict(extra="allow")
+
+
+def cross_field_error(issues: list[tuple[str, str]]) -> PydanticCustomError:
+    """One validation error carrying several ``(relative path, message)`` problems."""
+    return PydanticCustomError(
+        "cross_field", "{summary}", {"summary": "; ".join(f"{p}: {m}" for p, m in issues), "issues": issues}
+    )
+
+
+class MLPSpec(BaseModel):
+    """The feed-forward network of each block."""
+
+    model_config = SECTION
+    activation: Slot["activation"] = Field("gelu", description="gelu | relu | silu | swiglu | geglu | <plugin>")  # type: ignore[valid-type]
+    hidden_dim: PositiveInt | None = Field(
+        None, description="hidden width; default 4*d_model, or 8/3*d_model rounded up to 64 for gated activations"
+    )
+
+
+class ModelSpec(BaseModel):
+    """The ``[model]`` section: shape, layout and components of the decoder."""
+
+    model_config = SECTION
+    context_length: PositiveInt = Field(256, description="longest sequence the model sees")
+    d_model: PositiveInt = Field(256, description="width of the residual stream")
+    n_layers: PositiveInt = Field(4, description="number of blocks")
+    vocab_size: PositiveInt | None = Field(None, description="defaults to the tokenizer's size")
+    layout: Literal["pre", "post", "parallel"] = Field("pre", description="where the norms sit in a block")
+    tie_embeddings: bool = Field(True, description="share the token embedding with the LM head")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, residuals and attention")
+    bias: bool = Field(False, description="biases in linear layers (and layer norms)")
+    init_std: PositiveFloat = Field(0.02, description="std of the normal initialisation")
+    attention: Slot["attention", "mha"] = Field(description="mha | gqa | mqa | <plugin>")  # type: ignore[valid-type]
+    norm: Slot["norm"] = Field("layernorm", description="layernorm | rmsnorm | <plugin>")  # type: ignore[valid-type]
+    mlp: MLPSpec = Field(default_factory=MLPSpec)
+    position: Slot["positional"] = Field(  # type: ignore[valid-type]
+        "learned", description="learned | sinusoidal | rope | alibi | none | <plugin>"
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ModelSpec:
+        if not isinstance(self.attention, Params):  # no attention plugins loaded
+            return self
+        n_heads = self.attention.n_heads
+        if self.d_model % n_heads:
+            divisors = [h for h in range(1, min(self.d_model, 64) + 1) if self.d_model % h == 0]
+            raise cross_field_error(
+                [("attention.n_heads", f"n_heads={n_heads} must divide d_model={self.d_model}; e.g. {divisors}")]
+            )
+        ctx = self.context()
+        issues: list[tuple[str, str]] = []
+        parts = {
+            "attention": self.attention,
+            "attention.kernel": self.attention.kernel,
+            "norm": self.norm,
+            "mlp.activation": self.mlp.activation,
+            "position": self.position,
+        }
+        for prefix, params in parts.items():
+            if isinstance(params, Params):
+                issues += [(f"{prefix}.{field}", msg) for field, msg in params.check(ctx)]
+        if issues:
+            raise cross_field_error(issues)
+        if self.mlp.hidden_dim is None:
+            gated = bool(getattr(self.mlp.activation, "gated", False))
+            hidden = 64 * math.ceil(8 * self.d_model / 3 / 64) if gated else 4 * self.d_model
+            self.mlp = self.mlp.model_copy(update={"hidden_dim": hidden})
+        return self
+
+    def context(self, vocab_size: int | None = None) -> ModelContext:
+        """The :class:`ModelContext` components of this model are built and checked in."""
+        return ModelContext(
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.attention.n_heads,
+            n_kv_heads=self.attention.kv_heads,
+            context_length=self.context_length,
+            vocab_size=vocab_size or self.vocab_size,
+            bias=self.bias,
+            dropout=self.dropout,
+            layout=self.layout,
+        )
+
+
+class DataSpec(BaseModel):
+    """The ``[data]`` section: where training text comes from."""
+
+    model_config = OPEN_SECTION
+    source: str | None = Field("python-stdlib", description="a built-in corpus; or give paths")
+    paths: list[str] = Field(default_factory=list, description="text files or globs")
+
+
+class TrainSpec(BaseModel):
+    """The ``[train]`` section: the optimisation run."""
+
+    model_config = OPEN_SECTION
+    max_steps: PositiveInt = 1000
+    batch_size: PositiveInt = 16
+    seed: int = 1337
+    optimizer: Slot["optimizer"] = "adamw"  # type: ignore[valid-type]
+    scheduler: Slot["scheduler"] = "cosine"  # type: ignore[valid-type]
+
+
+class ExportSpec(BaseModel):
+    """The ``[export]`` section: what ``corekit export`` writes."""
+
+    model_config = OPEN_SECTION
+    format: Literal["onnx"] = "onnx"
+    quantize: Literal["none", "int8"] = "none"
+
+
+class RunSpec(BaseModel):
+    """A whole run: model, tokenizer, data, training and export."""
+
+    model_config = SECTION
+    model: ModelSpec
+    tokenizer: Slot["tokenizer"] = Field("bytes", description="bytes | <plugin>")  # type: ignore[valid-type]
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    export: ExportSpec | None = None
+
+    @model_validator(mode="after")
+    def _vocab(self) -> RunSpec:
+        known = getattr(self.tokenizer, "known_size", None)
+        size = known() if callable(known) else None
+        if size is None:
+            return self
+        if self.model.vocab_size is None:
+            self.model.vocab_size = size
+        elif self.model.vocab_size < size:
+            raise cross_field_error(
+                [("model.vocab_size", f"vocab_size={self.model.vocab_size} is smaller than the tokenizer's {size} ids")]
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML or JSON spec file into a dict (a :class:`SpecError` if unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([SpecIssue("", f"file {path} does not exist" if not path.exists() else f"{path} is not a file")], str(path))
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([SpecIssue("", f"invalid TOML: {exc}")], str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise SpecError([SpecIssue("", f"invalid JSON: {exc}")], str(path)) from None
+    if not isinstance(data, dict):
+        raise SpecError([SpecIssue("", "a spec must be a table/object of sections")], str(path))
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides; values parse as TOML, else as strings."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    issues = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            issues.append(SpecIssue("--set", f"{item!r} is not of the form section.field=value"))
+            continue
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str):  # a component given by name only
+                child = {"name": child}
+            elif not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    if issues:
+        raise SpecError(issues)
+    return data
+
+
+def load_spec(
+    source: str | Path | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    registry: Registry | None = None,
+) -> RunSpec:
+    """Load and validate a run spec.
+
+    Args:
+        source: a ``.toml`` or ``.json`` file, or the spec as a dict.
+        overrides: ``section.field=value`` strings applied before validation.
+        registry: the plugin registry; defaults to the shared one.
+
+    Raises:
+        SpecError: listing every problem with its field path.
+    """
+    if registry is None:
+        from corekit.plugins import get_registry
+
+        registry = get_registry()
+    label = None if isinstance(source, Mapping) else str(source)
+    data = dict(source) if isinstance(source, Mapping) else read_spec_file(source)
+    data = apply_overrides(data, overrides)
+    try:
+        return registry.resolve(RunSpec).model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc, data, registry), label) from None
+
+
+def spec_schema(registry: Registry) -> dict[str, Any]:
+    """The JSON Schema of a run spec with every loaded plugin's parameters."""
+    schema = registry.resolve(RunSpec).model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "corekit run spec"
+    return schema
+
+
+# --------------------------------------------------------------------------- errors
+def format_errors(exc: ValidationError, data: Any, registry: Registry) -> list[SpecIssue]:
+    """Turn pydantic errors into :class:`SpecIssue` s with spec field paths."""
+    issues: list[SpecIssue] = []
+    for err in exc.errors():
+        loc = _spec_loc(err["loc"], data)
+        if err["type"] == "cross_field":
+            for rel, msg in err["ctx"]["issues"]:
+                issues.append(SpecIssue(".".join([*map(str, loc), rel]), msg))
+            continue
+        if err["type"] in ("unknown_component", "missing_component_name"):
+            loc = [*loc, "name"]
+        path = ".".join(str(p) for p in loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(registry, loc[:-1], data)
+            what = "section" if len(loc) == 1 else "field"
+            msg = f"unknown {what} {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] not in ("unknown_component", "missing_component_name") and not isinstance(
+            err.get("input"), (dict, list)
+        ):
+            msg += f" (got {err.get('input')!r})"
+        issues.append(SpecIssue(path, msg))
+    return issues
+
+
+def _spec_loc(loc: tuple[Any, ...], data: Any) -> list[Any]:
+    """``loc`` without the union tags pydantic inserts for discriminated unions."""
+    out: list[Any] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, str) and part == node and not last:
+            node = {"name": node}
+            continue
+        if isinstance(node, dict) and part not in node and not last and isinstance(part, str):
+            if node.get("name", part) == part:  # the union tag (possibly a default name)
+                continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
+
+
+def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
+    """Field names of the model at ``loc`` (for 'unknown field' messages)."""
+    cls: type[BaseModel] = RunSpec
+    node = data
+    for part in loc:
+        info = cls.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            return []
+        node = node.get(part) if isinstance(node, dict) else None
+        marker = next((m for m in info.metadata if isinstance(m, SlotMarker)), None)
+        if marker is not None:
+            name = node if isinstance(node, str) else (node or {}).get("name", marker.default_name or info.default)
+            if (marker.kind, name) not in registry:
+                return []
+            cls = registry.get(marker.kind, name).params
+            continue
+        candidates = [info.annotation, *getattr(info.annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+        cls = model
+    return list(cls.model_fields)
+
+
+def spec_to_dict(spec: BaseModel) -> dict[str, Any]:
+    """The resolved spec as plain data (None values dropped, as TOML has no null)."""
+    return spec.model_dump(mode="json", exclude_none=True)
+
+
+def spec_to_toml(spec: BaseModel) -> str:
+    """The resolved spec as TOML text."""
+    import tomli_w
+
+    return tomli_w.dumps(spec_to_dict(spec))

@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests never see plugins installed on the machine: entry-point
+autoloading is off, and a test that needs a third-party plugin installs it itself."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["COREKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+os.environ.pop("COREKIT_REGISTRY", None)
+
+import pytest  # noqa: E402
+
+from corekit.plugins import load_registry, set_registry  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """The built-in plugins only."""
+    return load_registry(autoload=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_registry(monkeypatch, tmp_path_factory):
+    """Each test starts with the shared registry unloaded and no ./registry.toml in reach."""
+    set_registry(None)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    set_registry(None)
+
+
+def tiny_model_spec(**overrides):
+    """A small model section (as a dict) for tests; keyword arguments replace fields."""
+    spec = {
+        "context_length": 32,
+        "d_model": 32,
+        "n_layers": 2,
+        "vocab_size": 64,
+        "attention": {"name": "mha", "n_heads": 4},
+        "norm": "layernorm",
+        "mlp": {"activation": "gelu"},
+        "position": "learned",
+    }
+    spec.update(overrides)
+    return spec
