@@ -27,18 +27,3 @@ def _fresh_shared_registry(monkeypatch, tmp_path_factory):
     yield
     set_registry(None)
 
-
-def tiny_model_spec(**overrides):
-    """A small model section (as a dict) for tests; keyword arguments replace fields."""
-    spec = {
-        "context_length": 32,
-        "d_model": 32,
-        "n_layers": 2,
-        "vocab_size": 64,
-        "attention": {"name": "mha", "n_heads": 4},
-        "norm": "layernorm",
-        "mlp": {"activation": "gelu"},
-        "position": "learned",
-    }
-    spec.update(overrides)
-    return spec

@@ -62,3 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     except CorekitError as exc:
         err_console.print(f"error: {exc}", markup=False)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # python -m corekit.cli.main
+    main()
