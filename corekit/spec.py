@@ -8,6 +8,7 @@ name the field path, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import tomllib
@@ -180,7 +181,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``section.field=value`` overrides; values parse as TOML, else as strings."""
-    data = json.loads(json.dumps(data))  # deep copy of plain data
+    data = copy.deepcopy(data)  # TOML values may be dates, which a JSON round-trip cannot copy
     issues = []
     for item in overrides:
         key, sep, raw = item.partition("=")
