@@ -115,12 +115,13 @@ class Registry:
     @contextlib.contextmanager
     def loading(self, source: Source, disabled: set[tuple[str, str]] = frozenset()) -> Iterator[None]:
         """Attribute components added inside the block to ``source``; roll back on error."""
-        before = dict(self._components)
+        before, dropped = dict(self._components), len(self.dropped)
         previous, self._source, self._disabled = self._source, source, set(disabled)
         try:
             yield
         except BaseException:
             self._components = before
+            del self.dropped[dropped:]
             raise
         finally:
             self._source, self._disabled = previous, set()

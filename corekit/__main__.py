@@ -1,0 +1,5 @@
+"""``python -m corekit``: the same as the ``corekit`` command."""
+
+from corekit.cli.main import main
+
+main()
