@@ -13,7 +13,7 @@ import contextlib
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Annotated, Any, Callable, Iterator, Literal, Union, get_args, get_origin
 

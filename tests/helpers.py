@@ -1,31 +1,36 @@
-"""Helpers shared by tests: build small models from spec dicts."""
+"""Helpers shared by tests: small model sections and models built from them."""
 
 from __future__ import annotations
 
-import torch
 
-from corekit.assemble import build_model
-from corekit.spec import ModelSpec
-
-
-def tiny_spec(registry, **overrides) -> ModelSpec:
-    """A validated small [model] section; keyword arguments replace fields."""
-    data = {
+def model_section(**overrides) -> dict:
+    """A small ``[model]`` section as a dict; keyword arguments replace fields."""
+    section = {
         "context_length": 32,
         "d_model": 32,
         "n_layers": 2,
-        "vocab_size": 64,
         "attention": {"name": "mha", "n_heads": 4},
         "norm": "layernorm",
         "mlp": {"activation": "gelu"},
         "position": "learned",
     }
-    data.update(overrides)
-    return registry.resolve(ModelSpec).model_validate(data)
+    section.update(overrides)
+    return section
+
+
+def tiny_spec(registry, **overrides):
+    """A validated :func:`model_section` with a 64-token vocabulary."""
+    from corekit.spec import ModelSpec
+
+    return registry.resolve(ModelSpec).model_validate(model_section(**{"vocab_size": 64, **overrides}))
 
 
 def tiny_model(registry, seed: int = 0, **overrides):
     """A randomly initialised model of :func:`tiny_spec`, in eval mode."""
+    import torch
+
+    from corekit.assemble import build_model
+
     torch.manual_seed(seed)
     return build_model(tiny_spec(registry, **overrides), registry).eval()
 

@@ -16,6 +16,7 @@ from corekit.errors import SpecError
 from corekit.params import Params
 from corekit.plugins import load_registry
 from corekit.spec import load_spec, spec_schema, spec_to_dict
+from helpers import model_section
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BYTES_VOCAB = 257  # 256 byte values + <|endoftext|>
@@ -23,17 +24,7 @@ BYTES_VOCAB = 257  # 256 byte values + <|endoftext|>
 
 def spec(**model) -> dict:
     """A whole run spec (as a dict) with a small [model]; keyword arguments replace its fields."""
-    section = {
-        "context_length": 32,
-        "d_model": 32,
-        "n_layers": 2,
-        "attention": {"name": "mha", "n_heads": 4},
-        "norm": "layernorm",
-        "mlp": {"activation": "gelu"},
-        "position": "learned",
-    }
-    section.update(model)
-    return {"model": section}
+    return {"model": model_section(**model)}
 
 
 def issues_of(exc: SpecError) -> dict[str, str]:
