@@ -53,6 +53,9 @@ class ModelSpec(BaseModel):
     n_layers: PositiveInt = Field(4, description="number of blocks")
     vocab_size: PositiveInt | None = Field(None, description="defaults to the tokenizer's size")
     layout: Literal["pre", "post", "parallel"] = Field("pre", description="where the norms sit in a block")
+    pad_vocab_multiple: PositiveInt | None = Field(
+        None, description="round the default vocab_size up to a multiple of this (e.g. 64, for speed)"
+    )
     tie_embeddings: bool = Field(True, description="share the token embedding with the LM head")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, residuals and attention")
     bias: bool = Field(False, description="biases in linear layers (and layer norms)")
@@ -110,11 +113,40 @@ class ModelSpec(BaseModel):
 
 
 class DataSpec(BaseModel):
-    """The ``[data]`` section: where training text comes from."""
+    """The ``[data]`` section: where training text comes from, how it is cleaned and sharded."""
 
-    model_config = OPEN_SECTION
-    source: str | None = Field("python-stdlib", description="a built-in corpus; or give paths")
-    paths: list[str] = Field(default_factory=list, description="text files or globs")
+    model_config = SECTION
+    source: Literal["python-stdlib"] | None = Field(
+        "python-stdlib", description="a built-in corpus (the default when no paths are given)"
+    )
+    paths: list[str] = Field(
+        default_factory=list, description="text files, globs (** allowed), directories, or .jsonl files"
+    )
+    text_field: str = Field("text", description="the field holding the text in .jsonl files")
+    suffixes: list[str] = Field(
+        default_factory=list, description="in directories, only files with these suffixes (empty: all)"
+    )
+    normalize: bool = Field(True, description="Unicode NFC normalisation")
+    dedupe: bool = Field(True, description="drop exact duplicate documents")
+    min_chars: int = Field(32, ge=0, description="drop documents shorter than this")
+    max_documents: PositiveInt | None = Field(None, description="use only the first N cleaned documents")
+    val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="share of documents held out for validation")
+    shard_tokens: PositiveInt = Field(2**24, description="tokens per shard (shards end at document boundaries)")
+    workers: PositiveInt | None = Field(None, description="tokenizer processes (default: all cores)")
+    val_windows: PositiveInt = Field(64, description="fixed validation windows served to training")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_replace_default_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("paths") and "source" not in data:
+            data = {**data, "source": None}
+        return data
+
+    @model_validator(mode="after")
+    def _some_text(self) -> DataSpec:
+        if self.source is None and not self.paths:
+            raise cross_field_error([("source", "no corpus: set source = 'python-stdlib' or give paths")])
+        return self
 
 
 class TrainSpec(BaseModel):
@@ -153,12 +185,17 @@ class RunSpec(BaseModel):
         if size is None:
             return self
         if self.model.vocab_size is None:
-            self.model.vocab_size = size
+            self.model.vocab_size = padded_vocab(size, self.model.pad_vocab_multiple)
         elif self.model.vocab_size < size:
             raise cross_field_error(
                 [("model.vocab_size", f"vocab_size={self.model.vocab_size} is smaller than the tokenizer's {size} ids")]
             )
         return self
+
+
+def padded_vocab(size: int, multiple: int | None) -> int:
+    """``size`` rounded up to a multiple of ``multiple`` (unchanged when None)."""
+    return size if not multiple else multiple * math.ceil(size / multiple)
 
 
 # --------------------------------------------------------------------------- loading

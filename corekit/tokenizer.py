@@ -1,10 +1,16 @@
-"""The interface every tokenizer component implements."""
+"""The interface every tokenizer component implements.
+
+A tokenizer plugin's ``build(params)`` returns a :class:`Tokenizer`, untrained when
+``needs_training`` is set; :meth:`Tokenizer.train` returns a trained one and
+:meth:`Tokenizer.load` reads one saved by :meth:`Tokenizer.save` (one file).
+"""
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import ClassVar, Iterable
 
 EOT = "<|endoftext|>"
 
@@ -12,6 +18,8 @@ EOT = "<|endoftext|>"
 class Tokenizer(ABC):
     """Text <-> token ids, with special tokens at fixed ids that are never split."""
 
+    #: whether :meth:`train` must run before the tokenizer can encode
+    needs_training: ClassVar[bool] = False
     #: special token string -> id
     special_tokens: dict[str, int]
 
@@ -22,15 +30,24 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def encode(self, text: str, *, allow_special: bool = True) -> list[int]:
-        """Token ids of ``text``; special-token strings map to their ids if ``allow_special``."""
+        """Token ids of ``text``. Special-token strings map to their ids if ``allow_special``,
+        else they are encoded as plain text."""
 
     @abstractmethod
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         """The text of ``ids``."""
 
     @abstractmethod
     def save(self, path: str | Path) -> Path:
         """Write the tokenizer to one file (atomically) and return its path."""
+
+    @abstractmethod
+    def load(self, path: str | Path) -> Tokenizer:
+        """A tokenizer of this kind and these parameters read from ``path``."""
+
+    def train(self, texts: Iterable[str]) -> Tokenizer:
+        """A tokenizer trained on ``texts`` (this one, if nothing needs training)."""
+        return self
 
     def encode_batch(self, texts: list[str], *, allow_special: bool = True) -> list[list[int]]:
         """:meth:`encode` for many texts."""

@@ -28,8 +28,33 @@ def _stop_ids(tokenizer, stops: list[str]) -> list[int]:
     return ids
 
 
+def _spec_and_tokenizer(target: Path, run_dir: Optional[Path], set_: list[str]):
+    """The spec and tokenizer for TARGET: a run directory, or a spec file (whose tokenizer, if
+    it needs training, comes from its run directory)."""
+    from corekit.plugins import get_registry
+    from corekit.rundir import RunDir
+    from corekit.spec import load_spec
+
+    registry = get_registry()
+    run = RunDir(target) if target.is_dir() else RunDir.for_spec(target, run_dir)
+    spec = load_spec(run.spec if target.is_dir() else target, set_, registry)
+    tokenizer = registry.build("tokenizer", spec.tokenizer)
+    if run.tokenizer.is_file():
+        tokenizer = tokenizer.load(run.tokenizer)
+    elif tokenizer.needs_training:
+        raise CorekitError(
+            f"the {spec.tokenizer.name} tokenizer must be trained first and {run.tokenizer} does not exist; "
+            f"run `corekit tokenizer train {target}`" + (f" --run-dir {run_dir}" if run_dir else "")
+        )
+    if spec.model.vocab_size is None:
+        from corekit.spec import padded_vocab
+
+        spec.model.vocab_size = padded_vocab(tokenizer.vocab_size, spec.model.pad_vocab_multiple)
+    return spec, tokenizer
+
+
 def generate(
-    target: Path = typer.Argument(..., help="a run spec (random weights until a trained run is given)"),
+    target: Path = typer.Argument(..., help="a run directory, or a run spec (random weights until training lands)"),
     prompt: List[str] = typer.Option(..., "--prompt", "-p", help="prompt text (repeat for a batch)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="most tokens to add"),
     temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 = greedy"),
@@ -38,18 +63,17 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="seed for weights initialisation and sampling"),
     stop: List[str] = typer.Option([], "--stop", help="stop token (default: <|endoftext|> if the tokenizer has it)"),
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set model.n_layers=2"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where a spec's trained tokenizer is (default: runs/<spec stem>)"),
 ) -> None:
-    """Generate text from a spec's model (randomly initialised, seeded)."""
+    """Generate text from a model (randomly initialised and seeded, until training lands)."""
     import torch
 
-    from corekit.assemble import build_model, build_tokenizer
+    from corekit.assemble import build_model
     from corekit.generation import generate as run_generation
-    from corekit.spec import load_spec
 
-    spec = load_spec(target, set_)
-    tokenizer = build_tokenizer(spec)
+    spec, tokenizer = _spec_and_tokenizer(target, run_dir, set_)
     torch.manual_seed(seed)
-    model = build_model(spec, vocab_size=spec.model.vocab_size or tokenizer.vocab_size)
+    model = build_model(spec)
     stops = _stop_ids(tokenizer, stop) if stop else [i for i in [tokenizer.eot_id] if i is not None]
     kwargs = dict(
         tokenizer=tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 from corekit.errors import CorekitError
 from corekit.io import atomic_write_text
@@ -26,17 +27,18 @@ class ByteTokenizer(Tokenizer):
         return 256 + len(self.special_tokens)
 
     def encode(self, text: str, *, allow_special: bool = True) -> list[int]:
-        parts = self.split_special(text) if allow_special else [text]
+        if not allow_special:
+            return list(text.encode("utf-8"))
         ids: list[int] = []
-        for part in parts:
-            special = self.special_tokens.get(part) if allow_special else None
+        for part in self.split_special(text):
+            special = self.special_tokens.get(part)
             if special is not None:
                 ids.append(special)
             else:
                 ids.extend(part.encode("utf-8"))
         return ids
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         out, pending = [], bytearray()
         for i in ids:
             i = int(i)
@@ -55,13 +57,27 @@ class ByteTokenizer(Tokenizer):
         data = {"format": FORMAT, "version": 1, "special_tokens": list(self.special_tokens)}
         return atomic_write_text(path, json.dumps(data, indent=2))
 
-    @classmethod
-    def load(cls, path: str | Path) -> ByteTokenizer:
-        """Read a tokenizer written by :meth:`save`."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorekitError(f"cannot read bytes tokenizer {path}: {exc}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise CorekitError(f"{path} is not a corekit bytes tokenizer (expected format {FORMAT!r})")
-        return cls(list(data.get("special_tokens", [])))
+    def load(self, path: str | Path) -> ByteTokenizer:
+        data = _read_json(path, FORMAT)
+        loaded = ByteTokenizer(list(data.get("special_tokens", [])))
+        if loaded.special_tokens != self.special_tokens:
+            raise CorekitError(
+                f"{path} has special tokens {list(loaded.special_tokens)}, but the spec says "
+                f"{list(self.special_tokens)}"
+            )
+        return loaded
+
+
+def _read_json(path: str | Path, fmt: str) -> dict:
+    """A corekit tokenizer file's JSON, checked to be of format ``fmt``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorekitError(f"cannot read tokenizer {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise CorekitError(f"{path} is not a corekit tokenizer of format {fmt!r}")
+    return data
+
+
+def build(params) -> ByteTokenizer:
+    return ByteTokenizer(params.special_tokens)

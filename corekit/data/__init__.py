@@ -1,0 +1,1 @@
+"""The data path: corpus sources and cleaning, token shards, and the training DataModule."""

@@ -1,0 +1,267 @@
+"""Token shards: tokenize cleaned documents into memory-mapped files, with a manifest.
+
+Each split (train, val) is a sequence of raw binary shards of ``uint16`` (when every id
+fits) or ``uint32`` ids; every document is followed by the end-of-text id. A shard ends at
+the first document boundary past ``shard_tokens`` tokens and records the range of
+documents it holds, so that any one shard can be rebuilt alone.
+
+``manifest.json`` holds the configuration the shards were made with (tokenizer hash, data
+section, corpus fingerprint), and per shard its size, sha256 and document range; it is
+rewritten atomically after every shard, so an interrupted run resumes where it stopped.
+On a re-run, shards that match the manifest are skipped; a shard whose size or hash does
+not match is rebuilt, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from corekit.data.sources import CleanStats, clean_documents, raw_documents, source_fingerprint, split_of
+from corekit.errors import CorekitError
+from corekit.io import atomic_write_bytes, atomic_write_text
+
+FORMAT = "corekit-shards"
+VERSION = 1
+SPLITS = ("train", "val")
+BATCH_DOCS = 64
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every id."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 8 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_problem(data_dir: Path, entry: dict[str, Any], itemsize: int, check_hash: bool = True) -> str | None:
+    """Why the shard ``entry`` cannot be used (missing, wrong size, wrong hash), or None."""
+    path = data_dir / entry["file"]
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if size != entry["tokens"] * itemsize:
+        return f"{path} has {size} bytes, the manifest says {entry['tokens'] * itemsize}"
+    if check_hash and file_sha256(path) != entry["sha256"]:
+        return f"{path} does not match its sha256 in the manifest"
+    return None
+
+
+def read_manifest(data_dir: Path) -> dict[str, Any] | None:
+    """The manifest in ``data_dir``, or None if there is none or it is unreadable."""
+    try:
+        manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+
+
+# --------------------------------------------------------------------------- tokenizing
+_WORKER_TOKENIZER = None
+
+
+def _init_worker(tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode(texts: list[str]) -> list[list[int]]:
+    return _WORKER_TOKENIZER.encode_batch(texts, allow_special=False)
+
+
+@dataclass
+class _Job:
+    """A shard to write: its entry so far and the documents still to encode."""
+
+    split: str
+    index: int
+    doc_start: int
+    doc_end: int | None = None  # fixed for a rebuild, open for a new shard
+    parts: list[np.ndarray] = field(default_factory=list)
+    tokens: int = 0
+
+
+@dataclass
+class PrepareResult:
+    """What ``prepare_shards`` did."""
+
+    manifest: dict[str, Any]
+    skipped: bool
+    built: int = 0
+    reused: int = 0
+    repaired: list[str] = field(default_factory=list)
+
+
+def prepare_shards(
+    data_dir: Path,
+    data,
+    tokenizer,
+    tokenizer_sha256: str,
+    *,
+    workers: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PrepareResult:
+    """Tokenize the corpus of ``data`` (a DataSpec) into shards under ``data_dir``.
+
+    Args:
+        data_dir: where the shards and ``manifest.json`` go.
+        data: the validated ``[data]`` section.
+        tokenizer: a trained tokenizer with an end-of-text token.
+        tokenizer_sha256: hash of the saved tokenizer file (recorded in the manifest).
+        workers: tokenizer processes; defaults to ``data.workers`` or all cores.
+        on_progress: called with ``(documents, bytes)`` after each batch is encoded.
+    """
+    eot = tokenizer.eot_id
+    if eot is None:
+        raise CorekitError("tokenizer.special_tokens must include '<|endoftext|>': it separates documents in the shards")
+    dtype = dtype_for(tokenizer.vocab_size)
+    config = {
+        "tokenizer_sha256": tokenizer_sha256,
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": eot,
+        "dtype": dtype.name,
+        "data": data.model_dump(mode="json", exclude={"workers", "val_windows"}),
+        "source": source_fingerprint(data),
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    old = read_manifest(data_dir)
+    old_shards = old["shards"] if old and old.get("config") == config else {s: [] for s in SPLITS}
+    good: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}
+    rebuild: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}
+    repaired = []
+    for split in SPLITS:
+        for entry in old_shards.get(split, []):
+            problem = shard_problem(data_dir, entry, dtype.itemsize)
+            if problem is None:
+                good[split][entry["doc_start"]] = entry
+            else:
+                rebuild[split][entry["doc_start"]] = entry
+                repaired.append(problem)
+    if old and old.get("config") == config and old.get("complete") and not repaired:
+        return PrepareResult(old, skipped=True, reused=sum(len(v) for v in good.values()))
+
+    manifest = {"format": FORMAT, "version": VERSION, "complete": False, "config": config,
+                "shards": {s: sorted(good[s].values(), key=lambda e: e["doc_start"]) for s in SPLITS}}
+    stats = CleanStats()
+    counts = {s: 0 for s in SPLITS}  # documents seen per split
+    ends = {s: max((e["doc_end"] for e in old_shards.get(s, [])), default=0) for s in SPLITS}
+    open_jobs: dict[str, _Job | None] = {s: None for s in SPLITS}
+    result = PrepareResult(manifest, skipped=False, reused=sum(len(v) for v in good.values()), repaired=repaired)
+
+    def write(job: _Job) -> None:
+        raw = (np.concatenate(job.parts) if job.parts else np.zeros(0, dtype)).tobytes()
+        name = f"{job.split}_{job.index:06d}.bin"
+        atomic_write_bytes(data_dir / name, raw)
+        entry = {"file": name, "tokens": len(raw) // dtype.itemsize, "doc_start": job.doc_start,
+                 "doc_end": job.doc_end, "sha256": hashlib.sha256(raw).hexdigest()}
+        shards = [e for e in manifest["shards"][job.split] if e["doc_start"] != job.doc_start] + [entry]
+        manifest["shards"][job.split] = sorted(shards, key=lambda e: e["doc_start"])
+        atomic_write_text(data_dir / "manifest.json", json.dumps(manifest, indent=1))
+        result.built += 1
+
+    def job_for(split: str, i: int) -> _Job | None:
+        """The shard document ``i`` of ``split`` belongs to, or None if it is already done."""
+        for start, entry in rebuild[split].items():
+            if start <= i < entry["doc_end"]:
+                job = open_jobs[split]
+                if job is None or job.doc_start != start:
+                    index = int(entry["file"].split("_")[1].split(".")[0])
+                    job = open_jobs[split] = _Job(split, index, start, entry["doc_end"])
+                return job
+        if i < ends[split]:
+            return None  # inside a shard that verified
+        job = open_jobs[split]
+        if job is None:
+            index = len(manifest["shards"][split])
+            job = open_jobs[split] = _Job(split, index, i)
+        return job
+
+    def batches() -> Iterator[list[tuple[_Job, int, str]]]:
+        batch: list[tuple[_Job, int, str]] = []
+        for doc in clean_documents(raw_documents(data), data, stats):
+            split = split_of(doc.text, data.val_fraction)
+            i, counts[split] = counts[split], counts[split] + 1
+            job = job_for(split, i)
+            if job is not None:
+                batch.append((job, i, doc.text))
+            if len(batch) >= BATCH_DOCS:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def consume(batch: list[tuple[_Job, int, str]], encoded: list[list[int]]) -> None:
+        for (job, i, _), ids in zip(batch, encoded, strict=True):
+            ids.append(eot)
+            job.parts.append(np.asarray(ids, dtype=dtype))
+            job.tokens += len(ids)
+            if job.doc_end is not None:  # rebuilding a shard with a fixed range
+                if i + 1 == job.doc_end:
+                    write(job)
+                    open_jobs[job.split] = None
+            elif job.tokens >= data.shard_tokens:
+                job.doc_end = i + 1
+                write(job)
+                open_jobs[job.split] = None
+        if on_progress is not None:
+            on_progress(len(batch), sum(len(t.encode("utf-8")) for _, _, t in batch))
+
+    workers = workers or data.workers or os.cpu_count() or 1
+    stream = batches()
+    if workers == 1:
+        for batch in stream:
+            consume(batch, tokenizer.encode_batch([t for _, _, t in batch], allow_special=False))
+    else:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+            pending: list[tuple[list, Any]] = []
+            for batch in stream:
+                pending.append((batch, pool.apply_async(_encode, ([t for _, _, t in batch],))))
+                while len(pending) > 2 * workers or (pending and pending[0][1].ready()):
+                    done, res = pending.pop(0)
+                    consume(done, res.get())
+            for done, res in pending:
+                consume(done, res.get())
+    for split in SPLITS:
+        job = open_jobs[split]
+        if job is not None and job.doc_end is None and job.parts:
+            job.doc_end = counts[split]
+            write(job)
+    if stats.documents_out == 0:
+        raise CorekitError(
+            f"the corpus is empty after cleaning: {stats.documents_in} documents read, {stats.too_short} shorter "
+            f"than data.min_chars={data.min_chars}, {stats.duplicates} duplicates"
+        )
+    for split in SPLITS:
+        if counts[split] == 0:
+            raise CorekitError(
+                f"the {split} split is empty ({stats.documents_out} documents after cleaning, "
+                f"data.val_fraction={data.val_fraction}); add documents or change data.val_fraction"
+            )
+    listed = {e["file"] for split in SPLITS for e in manifest["shards"][split]}
+    for stale in data_dir.glob("*.bin"):  # shards of an earlier configuration
+        if stale.name not in listed:
+            stale.unlink()
+    manifest["complete"] = True
+    manifest["stats"] = stats.as_dict() | {
+        split: {"documents": counts[split], "tokens": sum(e["tokens"] for e in manifest["shards"][split]),
+                "shards": len(manifest["shards"][split])}
+        for split in SPLITS
+    }
+    atomic_write_text(data_dir / "manifest.json", json.dumps(manifest, indent=1))
+    return result

@@ -1,0 +1,109 @@
+"""The run directory: what flows between stages (DESIGN.md, "The run directory").
+
+``runs/NAME/spec.toml`` is the resolved spec and the source of truth; ``tokenizer.json``
+is the trained tokenizer; ``data/`` holds the token shards. Each stage reads what earlier
+ones wrote and skips itself when its outputs exist and match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from corekit.errors import CorekitError
+from corekit.io import atomic_write_text
+from corekit.registry import Registry
+from corekit.spec import RunSpec, padded_vocab, spec_to_dict, spec_to_toml
+from corekit.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    path: Path
+
+    @classmethod
+    def for_spec(cls, spec_file: str | Path, run_dir: str | Path | None = None) -> RunDir:
+        """``run_dir``, or ``runs/<spec file stem>`` by default."""
+        return cls(Path(run_dir) if run_dir else Path("runs") / Path(spec_file).stem)
+
+    @property
+    def spec(self) -> Path:
+        return self.path / "spec.toml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data"
+
+    def stored_spec(self) -> dict | None:
+        """The resolved spec this run was made with, or None for a new run."""
+        if not self.spec.is_file():
+            return None
+        try:
+            return tomllib.loads(self.spec.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise CorekitError(f"{self.spec} is unreadable ({exc}); move it away or use another --run-dir") from None
+
+    def write_spec(self, spec: RunSpec) -> None:
+        """Record the resolved spec (atomically)."""
+        atomic_write_text(self.spec, spec_to_toml(spec))
+
+
+def _counted(texts: Iterable[str], on_text: Callable[[int], None] | None) -> Iterator[str]:
+    for text in texts:
+        if on_text is not None:
+            on_text(len(text.encode("utf-8")))
+        yield text
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a (small) file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ensure_tokenizer(
+    spec: RunSpec,
+    run: RunDir,
+    registry: Registry,
+    on_text: Callable[[int], None] | None = None,
+) -> tuple[Tokenizer, bool]:
+    """The run's tokenizer: loaded if the run has one, else trained on the train split.
+
+    Also fills ``model.vocab_size`` from the tokenizer when the spec left it open, and
+    writes the run's ``spec.toml``. Returns ``(tokenizer, trained_now)``.
+    """
+    from corekit.data.sources import split_documents
+
+    stored = run.stored_spec()
+    wanted = spec_to_dict(spec)["tokenizer"]
+    if stored is not None and stored.get("tokenizer") != wanted:
+        raise CorekitError(
+            f"{run.path} was made with tokenizer {stored.get('tokenizer')}, but the spec now says {wanted}. "
+            "Use another --run-dir (or delete this one) to train a new tokenizer."
+        )
+    blank: Tokenizer = registry.build("tokenizer", spec.tokenizer)
+    trained_now = False
+    if run.tokenizer.is_file():
+        tokenizer = blank.load(run.tokenizer)
+    else:
+        texts = _counted(split_documents(spec.data, "train"), on_text) if blank.needs_training else ()
+        tokenizer = blank.train(texts)
+        tokenizer.save(run.tokenizer)
+        trained_now = True
+    size = tokenizer.vocab_size
+    if spec.model.vocab_size is None:
+        spec.model.vocab_size = padded_vocab(size, spec.model.pad_vocab_multiple)
+    elif spec.model.vocab_size < size:
+        raise CorekitError(
+            f"model.vocab_size={spec.model.vocab_size} is smaller than the trained tokenizer's {size} ids"
+        )
+    run.write_spec(spec)
+    return tokenizer, trained_now
