@@ -418,7 +418,7 @@ def test_all_errors_reported_at_once(registry):
 
 def test_errors_across_sections(registry):
     data = spec(n_layers=0)
-    data["tokenizer"] = "bpe"
+    data["tokenizer"] = "sentencepiece"
     data["train"] = {"batch_size": -1}
     data["extra"] = {}
     exc = load_error(registry, data)
