@@ -8,6 +8,7 @@ al. 2020, arXiv:1904.09751), reproducible with ``seed``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -46,7 +47,9 @@ def sample_next(
     """Choose the next token of each row from (B, V) logits; returns (B,) ids."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # subtracting the row maximum keeps a tiny temperature from overflowing to inf/nan
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None and top_p < 1.0:
@@ -54,18 +57,35 @@ def sample_next(
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def _check_args(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a :class:`CorekitError` listing every sampling argument out of range."""
     problems = []
-    if max_new_tokens < 0:
-        problems.append(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        problems.append(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        problems.append(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        problems.append(f"top_p must be in (0, 1], got {top_p}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        problems.append(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        problems.append(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        problems.append(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        problems.append(f"top_p must be in (0, 1], got {top_p!r}")
     if problems:
         raise CorekitError("; ".join(problems))
+
+
+def _prompt_ids(prompts, tokenizer, vocab_size: int) -> list[list[int]]:
+    if isinstance(prompts, str):
+        raise CorekitError("prompts must be a list of prompts; wrap a single string as [text]")
+    if isinstance(prompts, torch.Tensor):
+        prompts = prompts.tolist()
+    if prompts and isinstance(prompts[0], str):
+        if tokenizer is None:
+            raise CorekitError("string prompts need a tokenizer")
+        return [tokenizer.encode(p) for p in prompts]
+    id_lists = [list(map(int, p.tolist() if isinstance(p, torch.Tensor) else p)) for p in prompts]
+    bad = sorted({i for ids in id_lists for i in ids if not 0 <= i < vocab_size})
+    if bad:
+        raise CorekitError(f"prompt token ids {bad[:5]} are outside the model's vocabulary [0, {vocab_size})")
+    return id_lists
 
 
 @torch.no_grad()
@@ -78,7 +98,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    stop_tokens: Sequence[int] = (),
+    stop_tokens: Sequence[int | None] = (),
     seed: int | None = None,
     use_cache: bool = True,
     on_token: Callable[[int, int], None] | None = None,
@@ -90,12 +110,13 @@ def generate(
         prompts: token id lists, or strings (then ``tokenizer`` is required and strings
             are returned).
         tokenizer: encodes string prompts and decodes the results.
-        max_new_tokens: most tokens to add per prompt; generation also stops at the
-            model's context length.
+        max_new_tokens: most tokens to add per prompt; each row also stops when it fills
+            the model's context length.
         temperature: 0 for greedy decoding; otherwise logits are divided by it.
         top_k: sample only from the k most likely tokens.
         top_p: sample only from the smallest set of tokens with this much probability.
-        stop_tokens: ids that end a sequence (not included in its output).
+        stop_tokens: ids that end a sequence (not included in its output); None entries
+            are ignored.
         seed: seed for sampling, for reproducible results.
         use_cache: reuse past keys/values (False recomputes the whole sequence each step).
         on_token: called as ``on_token(row, token_id)`` for each new token, as it comes.
@@ -103,14 +124,9 @@ def generate(
     Returns:
         The new tokens of each prompt (ids, or text when the prompts were strings).
     """
-    _check_args(max_new_tokens, temperature, top_k, top_p)
-    as_text = bool(prompts) and isinstance(prompts[0], str)
-    if as_text:
-        if tokenizer is None:
-            raise CorekitError("string prompts need a tokenizer")
-        id_lists = [tokenizer.encode(p) for p in prompts]  # type: ignore[arg-type]
-    else:
-        id_lists = [list(map(int, p)) for p in prompts]
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    as_text = not isinstance(prompts, (str, torch.Tensor)) and bool(prompts) and isinstance(prompts[0], str)
+    id_lists = _prompt_ids(prompts, tokenizer, model.vocab_size)
     if not id_lists:
         return []
     if any(len(ids) == 0 for ids in id_lists):
@@ -120,7 +136,10 @@ def generate(
         raise CorekitError(
             f"a prompt of {longest} tokens leaves no room in the context of {model.context_length} tokens"
         )
-    max_new_tokens = min(max_new_tokens, model.context_length - longest)
+    # each row may fill the context; positions count real tokens, so rows are independent
+    limits = [min(max_new_tokens, model.context_length - len(ids)) for ids in id_lists]
+    # ids the tokenizer cannot decode (vocab_size padded past it) are never sampled
+    usable = tokenizer.vocab_size if tokenizer is not None else model.vocab_size
 
     device = next(model.parameters()).device
     was_training = model.training
@@ -134,15 +153,17 @@ def generate(
     padded = bool((mask == 0).any())
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     cache = model.new_cache() if use_cache else None
-    stops = set(int(s) for s in stop_tokens)
+    stops = {int(s) for s in stop_tokens if s is not None}
     outputs: list[list[int]] = [[] for _ in range(batch)]
-    finished = [False] * batch
+    finished = [limit == 0 for limit in limits]
 
     step_ids = ids
     try:
-        for _ in range(max_new_tokens):
+        while not all(finished):
             inputs = step_ids if use_cache else ids
             logits = model(inputs, attention_mask=mask if padded else None, cache=cache)[:, -1]  # (B, V)
+            if usable < logits.shape[-1]:
+                logits[:, usable:] = float("-inf")
             nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             for row, token in enumerate(nxt.tolist()):
                 if finished[row]:
@@ -153,11 +174,15 @@ def generate(
                 outputs[row].append(token)
                 if on_token is not None:
                     on_token(row, token)
+                finished[row] = len(outputs[row]) >= limits[row]
             if all(finished):
                 break
             step_ids = nxt[:, None]  # (B, 1)
             ids = torch.cat([ids, step_ids], dim=1)
-            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+            # a finished row's further tokens are padding: its positions stop advancing
+            alive = torch.tensor([[0 if done else 1] for done in finished], dtype=mask.dtype, device=device)
+            mask = torch.cat([mask, alive], dim=1)
+            padded = padded or not all(alive.flatten().tolist())
     finally:
         model.train(was_training)
     if as_text:

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 
 class Params(BaseModel):
     """Parameters of one component: unknown fields are rejected; values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
 
@@ -85,6 +85,16 @@ class TokenizerParams(Params):
         default_factory=lambda: ["<|endoftext|>"],
         description="special tokens, reserved at fixed ids and never split",
     )
+
+    @field_validator("special_tokens")
+    @classmethod
+    def _distinct_non_empty(cls, tokens: list[str]) -> list[str]:
+        if any(not t for t in tokens):
+            raise ValueError("special tokens must be non-empty strings")
+        duplicates = sorted({t for t in tokens if tokens.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"special tokens must be distinct; repeated: {duplicates}")
+        return tokens
 
     def known_size(self) -> int | None:
         """Vocabulary size if it is known before training, else None."""

@@ -145,6 +145,8 @@ class Loader:
             with self.registry.loading(source, disabled):
                 try:
                     self.pm.register(plugin, name=name)
+                    # a hook impl whose name matches no hook spec (a typo) is an error
+                    self.pm.check_pending()
                 except Exception:
                     if self.pm.is_registered(plugin):
                         self.pm.unregister(plugin)
@@ -212,7 +214,7 @@ def load_registry(
             source = Source(dist.name if dist else ep.name, dist.version if dist else "?", ep.value)
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 loader.import_failed(source, exc)
                 continue
             loader.register(plugin, source, third_party=True)
@@ -225,7 +227,7 @@ def load_registry(
                 module = _import_path(path if path.is_absolute() else user.path.parent / path)
             else:
                 module = importlib.import_module(entry)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             loader.import_failed(source, exc)
             continue
         loader.register(module, source, third_party=True)

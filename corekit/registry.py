@@ -153,6 +153,8 @@ class Registry:
                 f"{self._source}: unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}"
             )
         name = _literal_name(params, kind, self._source)
+        if params.model_config.get("extra") != "forbid":
+            raise PluginError(f"{self._source}: {kind} {name!r} params must keep extra='forbid' (unknown fields are errors)")
         base = KIND_BASES.get(kind, Params)
         if not issubclass(params, base):
             raise PluginError(

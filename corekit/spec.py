@@ -18,11 +18,11 @@ from typing import Any, Iterable, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from corekit.errors import SpecError, SpecIssue
+from corekit.errors import CorekitError, SpecError, SpecIssue
 from corekit.params import ModelContext, Params, Slot, SlotMarker
 from corekit.registry import Registry
 
-SECTION = ConfigDict(extra="forbid")
+SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 #: Later stages own these sections; until then unknown keys in them are kept, not refused.
 OPEN_SECTION = ConfigDict(extra="allow")
 
@@ -204,7 +204,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SpecError([SpecIssue("", f"file {path} does not exist" if not path.exists() else f"{path} is not a file")], str(path))
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -275,10 +275,33 @@ def load_spec(
 
 def spec_schema(registry: Registry) -> dict[str, Any]:
     """The JSON Schema of a run spec with every loaded plugin's parameters."""
-    schema = registry.resolve(RunSpec).model_json_schema()
+    from pydantic.errors import PydanticInvalidForJsonSchema
+
+    try:
+        schema = registry.resolve(RunSpec).model_json_schema()
+    except PydanticInvalidForJsonSchema as exc:
+        for comp in registry.components():
+            try:
+                comp.params.model_json_schema()
+            except PydanticInvalidForJsonSchema:
+                raise CorekitError(
+                    f"{comp.kind} {comp.name!r} from {comp.source} has parameters JSON Schema cannot express: {exc}"
+                ) from None
+        raise
+    # A table may leave out `name` (the slot's default component) and then matches several
+    # members; the loader accepts it, so the schema uses anyOf rather than oneOf.
+    schema = _one_of_to_any_of(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "corekit run spec"
     return schema
+
+
+def _one_of_to_any_of(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {("anyOf" if k == "oneOf" else k): _one_of_to_any_of(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_one_of_to_any_of(v) for v in node]
+    return node
 
 
 # --------------------------------------------------------------------------- errors
@@ -301,6 +324,8 @@ def format_errors(exc: ValidationError, data: Any, registry: Registry) -> list[S
             msg = f"unknown {what} {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            msg = f"expected a table, got {type(err.get('input')).__name__} {err.get('input')!r}"
         elif err["type"] not in ("unknown_component", "missing_component_name") and not isinstance(
             err.get("input"), (dict, list)
         ):

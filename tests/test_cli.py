@@ -83,3 +83,30 @@ def test_console_script_exit_code():
     proc = subprocess.run([exe, "spec", "validate", "missing.toml"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "missing.toml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["tiny.toml", "llama-style.toml", "gpt2-small.toml"])
+def test_generate_from_every_example(capsys, spec):
+    """gpt2-small's vocab (50257) is larger than the bytes tokenizer's: output must still decode."""
+    code, out, err = run(capsys, "generate", str(EXAMPLES / spec), "-p", "hi", "-n", "3", "--seed", "0")
+    assert code == 0, err
+    assert out.startswith("hi")
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--temperature", "nan"], "temperature"),
+        (["--stop-id", "99999"], "--stop-id 99999"),
+    ],
+)
+def test_generate_more_bad_input(capsys, extra, needle):
+    code, out, err = run(capsys, "generate", str(EXAMPLES / "tiny.toml"), "-p", "x", *extra)
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert out == ""  # checked before anything is printed
+
+
+def test_schema_out_to_a_directory_is_a_clear_error(capsys, tmp_path):
+    code, _, err = run(capsys, "spec", "schema", "--out", str(tmp_path))
+    assert code == 2 and str(tmp_path) in err and "Traceback" not in err

@@ -130,9 +130,9 @@ MALFORMED = [
     ("empty-json", ".json", "", ["invalid JSON"]),
     ("norm-of-wrong-kind", ".toml", model('norm = "rope"'), ["model.norm.name", "unknown norm 'rope'", "rmsnorm"]),
     ("rope-theta-zero", ".toml", model(tail='[model.position]\nname = "rope"\ntheta = 0\n'), ["model.position.theta"]),
-    ("array-of-tables", ".toml", "[[model]]\nd_model = 128\n", ["model", "valid dictionary"]),
+    ("array-of-tables", ".toml", "[[model]]\nd_model = 128\n", ["model", "expected a table"]),
     ("json-top-level-array", ".json", '[{"model": {}}]', ["table/object"]),
-    ("model-not-a-table", ".toml", "model = 5\n", ["model", "valid dictionary"]),
+    ("model-not-a-table", ".toml", "model = 5\n", ["model", "expected a table, got int 5"]),
     (
         "three-problems",
         ".toml",

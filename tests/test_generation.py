@@ -154,3 +154,52 @@ def test_model_mode_is_restored(registry):
     model = tiny_model(registry).train()
     generate(model, [[1]], max_new_tokens=2)
     assert model.training
+
+
+# --------------------------------------------------------------------------- review regressions
+def test_ids_past_the_tokenizer_are_never_sampled(registry):
+    """vocab_size padded past the tokenizer (e.g. gpt2-small with bytes): only decodable ids."""
+    tok = registry.build("tokenizer", "bytes")  # 257 ids
+    model = tiny_model(registry, vocab_size=320)
+    with torch.no_grad():
+        model.lm_head.weight[257:] += 5.0  # make the unusable ids the most likely
+    for temperature in (0, 1.0):
+        out = generate(model, [tok.encode("hi")], tokenizer=tok, max_new_tokens=20, temperature=temperature, seed=0)
+        assert max(out[0]) < 257
+
+
+def test_rows_near_the_context_end_match_generating_alone(registry):
+    model = _peaky(tiny_model(registry))  # context 32
+    prompts = [[1] * 30, [5, 6]]
+    together = generate(model, prompts, max_new_tokens=40, temperature=0)
+    alone = [generate(model, [p], max_new_tokens=40, temperature=0)[0] for p in prompts]
+    assert together == alone
+    assert [len(o) for o in together] == [2, 30]
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-45])
+def test_tiny_temperature_is_greedy_not_nan(registry, temperature):
+    model = _peaky(tiny_model(registry))
+    out = generate(model, [[1, 2]], max_new_tokens=6, temperature=temperature, seed=0)
+    assert out == generate(model, [[1, 2]], max_new_tokens=6, temperature=0)
+
+
+@pytest.mark.parametrize(
+    "prompts,match",
+    [("hello", "list of prompts"), ([[1, 999]], "outside the model's vocabulary"), ([[-1]], "outside")],
+)
+def test_bad_prompts(registry, prompts, match):
+    with pytest.raises(CorekitError, match=match):
+        generate(tiny_model(registry), prompts, max_new_tokens=2)
+
+
+def test_tensor_prompts_and_none_stop_tokens(registry):
+    model = _peaky(tiny_model(registry))
+    as_lists = generate(model, [[3, 4, 5]], max_new_tokens=4, temperature=0)
+    assert generate(model, torch.tensor([[3, 4, 5]]), max_new_tokens=4, temperature=0, stop_tokens=[None]) == as_lists
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf")])
+def test_non_finite_temperature(registry, temperature):
+    with pytest.raises(CorekitError, match="temperature"):
+        generate(tiny_model(registry), [[1]], temperature=temperature)

@@ -595,3 +595,46 @@ def test_cli_plugins_wall_time(capsys):
     assert "rmsnorm" in proc.stdout and "components" in proc.stdout
     with capsys.disabled():
         print(f"\n`corekit plugins` wall time: {elapsed:.2f} s (timing bounds live in benchmarks/)")
+
+
+# --------------------------------------------------------------------------- review regressions
+MISBEHAVING = {
+    "markup": ('raise RuntimeError("bad [/bold] markup [red]here")\n', "[/bold] markup [red]here"),
+    "exit": ("import sys\nsys.exit(3)\n", "SystemExit"),
+    "typo": (
+        "from corekit import hookimpl\n\n@hookimpl\ndef corekit_register_componentz(registry):\n    pass\n",
+        "corekit_register_componentz",
+    ),
+    "extra-allow": (
+        "from typing import Literal\nfrom pydantic import ConfigDict\nfrom corekit import hookimpl\n"
+        "from corekit.params import Params\n\n"
+        "class LooseParams(Params):\n    model_config = ConfigDict(extra='allow')\n"
+        "    name: Literal['loose'] = 'loose'\n\n"
+        "@hookimpl\ndef corekit_register_components(registry):\n    registry.add('norm', LooseParams, lambda p, c: None)\n",
+        "extra='forbid'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISBEHAVING))
+def test_misbehaving_plugin_is_reported_and_skipped(case, tmp_path, monkeypatch):
+    body, needle = MISBEHAVING[case]
+    site = fake_distribution(tmp_path / "site", f"fake-{case}", f"fake_{case.replace('-', '_')}_plugin", body)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    with pytest.warns(PluginLoadWarning) as record:
+        reg = load_registry(autoload=True)
+    messages = [str(w.message) for w in record if issubclass(w.category, PluginLoadWarning)]
+    assert any(f"fake-{case}" in m and needle in m for m in messages), messages
+    assert ("norm", "rmsnorm") in reg and ("norm", "loose") not in reg
+    with pytest.raises(PluginError, match=f"fake-{case}"):
+        load_registry(autoload=True, strict=True)
+
+
+@pytest.mark.slow
+def test_markup_in_a_plugin_error_prints_verbatim(tmp_path):
+    body, needle = MISBEHAVING["markup"]
+    site = fake_distribution(tmp_path / "site", "fake-markup", "fake_markup_plugin", body)
+    proc = run_cli("plugins", "--json", env=plugin_env(site))
+    assert proc.returncode == 0, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr

@@ -423,3 +423,40 @@ def test_errors_across_sections(registry):
     data["extra"] = {}
     exc = load_error(registry, data)
     assert set(issues_of(exc)) == {"model.n_layers", "tokenizer.name", "train.batch_size", "extra"}
+
+
+# --------------------------------------------------------------------------- review regressions
+def test_schema_accepts_what_the_loader_accepts(registry):
+    """Example specs and the documented shorthands validate against the JSON Schema."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(spec_schema(registry))
+    for name in ("tiny", "llama-style", "gpt2-small"):
+        data = tomllib.loads((EXAMPLES / f"{name}.toml").read_text())
+        load_spec(data, registry=registry)
+        validator.validate(data)
+    shorthand = {"model": {"attention": {"n_heads": 4}, "norm": {"eps": 1e-5}, "position": "rope",
+                           "mlp": {"activation": {"name": "gelu", "approximate": "tanh"}}}}
+    load_spec(shorthand, registry=registry)
+    validator.validate(shorthand)
+    bad = {"model": {"attention": {"name": "gqaa", "n_heads": 4}}}
+    assert not validator.is_valid(bad)
+
+
+@pytest.mark.parametrize("tokens,needle", [(["<|a|>", "<|a|>"], "distinct"), ([""], "non-empty")])
+def test_special_tokens_distinct_and_non_empty(registry, tokens, needle):
+    data = spec()
+    data["tokenizer"] = {"name": "bytes", "special_tokens": tokens}
+    exc = load_error(registry, data)
+    assert needle in issues_of(exc)["tokenizer.special_tokens"]
+
+
+def test_non_finite_floats_are_rejected(registry):
+    exc = load_error(registry, spec(position={"name": "rope", "theta": float("inf")}, dropout=float("nan")))
+    assert set(issues_of(exc)) == {"model.position.theta", "model.dropout"}
+
+
+def test_utf8_bom_is_accepted(registry, tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b"[model]\n[model.attention]\nn_heads = 4\n")
+    assert load_spec(path, registry=registry).model.attention.n_heads == 4

@@ -10,21 +10,20 @@ import typer
 from corekit.errors import CorekitError
 
 
-def _stop_ids(tokenizer, stops: list[str]) -> list[int]:
+def _stop_ids(tokenizer, stops: list[str], stop_ids: list[int]) -> list[int]:
     ids = []
     for stop in stops:
-        if stop in tokenizer.special_tokens:
-            ids.append(tokenizer.special_tokens[stop])
-        elif stop.isdigit():
-            ids.append(int(stop))
-        else:
-            encoded = tokenizer.encode(stop)
-            if len(encoded) != 1:
-                raise CorekitError(
-                    f"--stop {stop!r} is {len(encoded)} tokens; give a special token "
-                    f"({', '.join(tokenizer.special_tokens) or 'none'}), a single-token string or a token id"
-                )
-            ids.append(encoded[0])
+        encoded = tokenizer.encode(stop)
+        if len(encoded) != 1:
+            raise CorekitError(
+                f"--stop {stop!r} is {len(encoded)} tokens; give a special token "
+                f"({', '.join(tokenizer.special_tokens) or 'none'}) or a single-token string, or use --stop-id"
+            )
+        ids.append(encoded[0])
+    for index in stop_ids:
+        if not 0 <= index < tokenizer.vocab_size:
+            raise CorekitError(f"--stop-id {index} is outside the tokenizer's ids [0, {tokenizer.vocab_size})")
+        ids.append(index)
     return ids
 
 
@@ -61,7 +60,8 @@ def generate(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="sample from the k most likely tokens"),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus sampling mass"),
     seed: int = typer.Option(0, "--seed", help="seed for weights initialisation and sampling"),
-    stop: List[str] = typer.Option([], "--stop", help="stop token (default: <|endoftext|> if the tokenizer has it)"),
+    stop: List[str] = typer.Option([], "--stop", help="stop text: a special token or single-token string (default: <|endoftext|>)"),
+    stop_id: List[int] = typer.Option([], "--stop-id", help="stop token id (repeatable)"),
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set model.n_layers=2"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where a spec's trained tokenizer is (default: runs/<spec stem>)"),
 ) -> None:
@@ -69,12 +69,14 @@ def generate(
     import torch
 
     from corekit.assemble import build_model
+    from corekit.generation import check_sampling
     from corekit.generation import generate as run_generation
 
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
     spec, tokenizer = _spec_and_tokenizer(target, run_dir, set_)
     torch.manual_seed(seed)
     model = build_model(spec)
-    stops = _stop_ids(tokenizer, stop) if stop else [i for i in [tokenizer.eot_id] if i is not None]
+    stops = _stop_ids(tokenizer, stop, stop_id) if stop or stop_id else [tokenizer.eot_id]
     kwargs = dict(
         tokenizer=tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
         top_k=top_k, top_p=top_p, stop_tokens=stops, seed=seed,
@@ -94,5 +96,5 @@ def generate(
         final = run_generation(model, prompt, on_token=on_token, **kwargs)[0]
         typer.echo(final[len(state["shown"]):])
         return
-    for text, out in zip(prompt, run_generation(model, prompt, **kwargs)):
+    for text, out in zip(prompt, run_generation(model, prompt, **kwargs), strict=True):
         typer.echo(f"--- {text!r}\n{text}{out}")

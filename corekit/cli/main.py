@@ -40,7 +40,7 @@ def _global(
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", markup=True)
+    err_console.print(f"warning: {message}", markup=False, style="yellow")
 
 
 def _register_commands() -> None:

@@ -93,7 +93,7 @@ class Decoder(nn.Module):
         x = self.tok_emb(input_ids)  # (B, T, d_model)
         pos = self.positional.embed(positions)
         if pos is not None:
-            x = x + pos
+            x = x + pos.to(x.dtype)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, batch, cache.layer(i) if cache is not None else None)

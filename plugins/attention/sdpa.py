@@ -18,7 +18,10 @@ from corekit.params import ModelContext, Params
 class MathAttention(nn.Module):
     """softmax(QK^T / sqrt(D) + bias) V, op by op: the reference the fast kernels match."""
 
-    def forward(self, q, k, v, bias: torch.Tensor | None, is_causal: bool, dropout_p: float) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, is_causal: bool, dropout_p: float
+    ) -> torch.Tensor:
+        # q: (B, H, Tq, D); k, v: (B, H, Tk, D)
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
         if bias is not None:
             scores = scores + bias
@@ -33,15 +36,20 @@ class MathAttention(nn.Module):
 class FlashAttention(nn.Module):
     """``F.scaled_dot_product_attention``, which dispatches to the fastest backend."""
 
-    def forward(self, q, k, v, bias: torch.Tensor | None, is_causal: bool, dropout_p: float) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, is_causal: bool, dropout_p: float
+    ) -> torch.Tensor:
+        # q: (B, H, Tq, D); k, v: (B, H, Tk, D) -> (B, H, Tq, D)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=is_causal and bias is None
         )
 
 
 def build_math(params: Params, ctx: ModelContext) -> MathAttention:
+    """The ``math`` kernel."""
     return MathAttention()
 
 
 def build_flash(params: Params, ctx: ModelContext) -> FlashAttention:
+    """The ``flash`` kernel."""
     return FlashAttention()

@@ -27,12 +27,17 @@ class Sinusoidal(Positional):
 
     def __init__(self, d_model: int, base: float) -> None:
         super().__init__()
-        inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.d_model, self.base = d_model, base
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
-        angles = positions[..., None].float() * self.inv_freq  # (B, T, d/2)
+        angles = positions[..., None].float() * inverse_frequencies(self.d_model, self.base, positions.device)  # (B, T, d/2)
         return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (B, T, d)
+
+
+def inverse_frequencies(dim: int, base: float, device: torch.device) -> torch.Tensor:
+    """base^(-2i/dim) for i < dim/2, in float32 whatever the model's dtype (no buffer that a
+    ``model.to(bfloat16)`` could round)."""
+    return base ** (-torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -46,15 +51,15 @@ class RoPE(Positional):
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
-        inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.theta = head_dim, theta
 
     def prepare(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = positions[..., None].float() * self.inv_freq  # (B, T, D/2)
+        angles = positions[..., None].float() * inverse_frequencies(self.head_dim, self.theta, positions.device)  # (B, T, D/2)
         angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, D)
         return angles.cos(), angles.sin()
 
-    def rotate(self, q, k, state):
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor]:
+        # q: (B, H, T, D), k: (B, H_kv, T, D), cos/sin: (B, 1, T, D) in float32
         cos, sin = state
         q_rot = q * cos.to(q.dtype) + rotate_half(q) * sin.to(q.dtype)
         k_rot = k * cos.to(k.dtype) + rotate_half(k) * sin.to(k.dtype)
@@ -80,28 +85,34 @@ class ALiBi(Positional):
 
     def __init__(self, n_heads: int) -> None:
         super().__init__()
-        self.register_buffer("slopes", torch.tensor(alibi_slopes(n_heads)), persistent=False)
+        self.n_heads = n_heads
 
     def score_bias(self, q_index: torch.Tensor, k_index: torch.Tensor) -> torch.Tensor:
+        slopes = torch.tensor(alibi_slopes(self.n_heads), device=q_index.device)  # (H,), float32
         distance = (k_index[None, :] - q_index[:, None]).float()  # (Tq, Tk), <= 0 where visible
-        return self.slopes[:, None, None] * distance  # (H, Tq, Tk)
+        return slopes[:, None, None] * distance  # (H, Tq, Tk)
 
 
 def build_learned(params, ctx: ModelContext) -> Learned:
+    """The ``learned`` positional scheme for a model of shape ``ctx``."""
     return Learned(ctx.context_length, ctx.d_model)
 
 
 def build_sinusoidal(params, ctx: ModelContext) -> Sinusoidal:
+    """The ``sinusoidal`` positional scheme for a model of shape ``ctx``."""
     return Sinusoidal(ctx.d_model, params.base)
 
 
 def build_rope(params, ctx: ModelContext) -> RoPE:
+    """The ``rope`` positional scheme for a model of shape ``ctx``."""
     return RoPE(ctx.head_dim, params.theta)
 
 
 def build_alibi(params, ctx: ModelContext) -> ALiBi:
+    """The ``alibi`` positional scheme for a model of shape ``ctx``."""
     return ALiBi(ctx.n_heads)
 
 
 def build_none(params, ctx: ModelContext) -> Positional:
+    """No positional information."""
     return Positional()

@@ -102,3 +102,24 @@ def test_left_padding_does_not_change_positions(registry, position):
     padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
     mask = torch.cat([torch.zeros(1, 3), torch.ones(1, 7)], dim=1).long()
     torch.testing.assert_close(model(padded, attention_mask=mask)[:, 3:], model(ids), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("position", ["learned", "sinusoidal", "rope", "alibi", "none"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_stay_in_their_dtype(registry, position, dtype):
+    model = tiny_model(registry, position=position).to(dtype)
+    ids = torch.randint(0, 64, (2, 9))
+    logits = model(ids)
+    assert logits.dtype == dtype
+    reference = tiny_model(registry, position=position)(ids)  # fp32, same seed and weights
+    torch.testing.assert_close(logits.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_rope_frequencies_stay_float32_after_casting(registry):
+    """A bf16 model must not round RoPE's angles: large positions stay accurate."""
+    rope = registry.build("positional", "rope", CTX)
+    rope.to(torch.bfloat16)
+    cos, _ = rope.prepare(torch.tensor([[3000]]))
+    angle = 3000 * 10000 ** (-0 / 4)
+    assert cos.dtype == torch.float32
+    assert cos[0, 0, 0, 0].item() == pytest.approx(math.cos(angle), abs=1e-3)
