@@ -32,26 +32,33 @@ class Params(BaseModel):
 
 @dataclass(frozen=True)
 class SlotMarker:
-    """Marks a field whose value is a component of ``kind`` (resolved by the registry).
-
-    ``default_name`` is used for a table that gives no ``name``.
-    """
+    """Marks a field whose value is a component of ``kind`` (resolved by the registry)."""
 
     kind: str
-    default_name: str | None = None
+
+
+class _RegistryDefault:
+    """The default of a ``Slot`` field: the registry's default component of its kind."""
+
+    def __repr__(self) -> str:
+        return "REGISTRY_DEFAULT"
+
+
+#: Use as a Slot field's default: the component named in ``[defaults]`` of registry.toml.
+REGISTRY_DEFAULT: Any = _RegistryDefault()
 
 
 class Slot:
     """``Slot["norm"]`` annotates a field holding a component of kind ``norm``.
 
     In a spec such a field takes a table with a ``name`` (and that component's
-    parameters) or just the name as a string. ``Slot["attention", "mha"]`` also names the
-    component a table without ``name`` means.
+    parameters) or just the name as a string; a table without ``name`` means the
+    registry's default component of that kind (``[defaults]`` in registry.toml). No
+    component name is written in the core.
     """
 
-    def __class_getitem__(cls, item: str | tuple[str, str]) -> Any:
-        kind, default_name = item if isinstance(item, tuple) else (item, None)
-        return Annotated[Any, SlotMarker(kind, default_name)]
+    def __class_getitem__(cls, kind: str) -> Any:
+        return Annotated[Any, SlotMarker(kind)]
 
 
 class ActivationParams(Params):
@@ -66,7 +73,7 @@ class AttentionParams(Params):
 
     n_heads: PositiveInt = Field(description="number of query heads")
     kernel: Slot["attention_kernel"] = Field(  # type: ignore[valid-type]
-        "flash", description="how scores are computed: math | flash | <plugin>"
+        REGISTRY_DEFAULT, description="how scores are computed: math | flash | <plugin>"
     )
     window: PositiveInt | None = Field(
         None, description="sliding-window size: each query sees at most this many keys"

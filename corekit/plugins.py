@@ -44,11 +44,13 @@ class PluginLoadWarning(UserWarning):
 
 @dataclass
 class RegistryFile:
-    """A parsed ``registry.toml``: modules to load and ``kind:name`` entries to disable."""
+    """A parsed ``registry.toml``: modules to load, ``kind:name`` entries to disable, and
+    the default component of each kind (``[defaults]``)."""
 
     path: Path | None
     modules: list[str] = field(default_factory=list)
     disable: set[tuple[str, str]] = field(default_factory=set)
+    defaults: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path) -> RegistryFile:
@@ -59,12 +61,20 @@ class RegistryFile:
             raise PluginError(f"registry file {path} does not exist") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise PluginError(f"registry file {path} is not valid TOML: {exc}") from None
-        unknown = set(data) - {"modules", "disable"}
+        unknown = set(data) - {"modules", "disable", "defaults"}
         if unknown:
             raise PluginError(
                 f"registry file {path}: unknown key(s) {', '.join(sorted(unknown))}; "
-                "allowed keys are 'modules' (a list of module names or .py paths) and "
-                "'disable' (a list of 'kind:name')"
+                "allowed keys are 'modules' (a list of module names or .py paths), "
+                "'disable' (a list of 'kind:name') and 'defaults' (a table of kind = name)"
+            )
+        defaults = data.get("defaults", {})
+        if not isinstance(defaults, dict) or not all(
+            k in KINDS and isinstance(v, str) and v for k, v in defaults.items()
+        ):
+            raise PluginError(
+                f"registry file {path}: [defaults] must map component kinds ({', '.join(KINDS)}) "
+                f"to component names, got {defaults!r}"
             )
         modules, disable = data.get("modules", []), data.get("disable", [])
         if not (isinstance(modules, list) and all(isinstance(m, str) for m in modules)):
@@ -80,7 +90,7 @@ class RegistryFile:
                     f"with kind one of {', '.join(KINDS)}"
                 )
             pairs.add((kind, name))
-        return cls(path, modules, pairs)
+        return cls(path, modules, pairs, dict(defaults))
 
 
 def builtin_manifest() -> RegistryFile:
@@ -241,8 +251,20 @@ def load_registry(
             c.kind == kind and c.name == name for c in loader.registry.dropped
         ):
             warnings.warn(f"{user.path}: disable entry '{kind}:{name}' matches no plugin", PluginLoadWarning, stacklevel=2)
-    loader.registry.plugin_manager = loader.pm
-    return loader.registry
+    registry = loader.registry
+    for kind, name in (manifest.defaults | user.defaults).items():
+        if registry.names(kind) and name not in registry.names(kind):
+            where = user.path if kind in user.defaults else "the built-in registry.toml"
+            warnings.warn(
+                f"{where}: default {kind} {name!r} is not loaded (disabled or missing), so specs must name "
+                f"their {kind}; set [defaults] {kind} = one of {', '.join(registry.names(kind))}",
+                PluginLoadWarning,
+                stacklevel=2,
+            )
+            continue
+        registry.defaults[kind] = name
+    registry.plugin_manager = loader.pm
+    return registry
 
 
 _REGISTRY: Registry | None = None

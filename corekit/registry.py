@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
 from corekit.errors import PluginConflictError, PluginError, UnknownComponentError
-from corekit.params import ActivationParams, AttentionParams, Params, SlotMarker, TokenizerParams
+from corekit.params import REGISTRY_DEFAULT, ActivationParams, AttentionParams, Params, SlotMarker, TokenizerParams
 
 #: Every component kind, with what a component of that kind is.
 KINDS: dict[str, str] = {
@@ -110,6 +110,8 @@ class Registry:
         self._resolved: dict[type, type] = {}
         #: the pluggy manager that filled this registry (for the other hooks)
         self.plugin_manager: Any = None
+        #: kind -> name of the component a spec gets when it names none (registry.toml [defaults])
+        self.defaults: dict[str, str] = {}
 
     # ----------------------------------------------------------------- loading
     @contextlib.contextmanager
@@ -217,8 +219,9 @@ class Registry:
         return comp.builder()(params, *args, **kwargs)
 
     # ----------------------------------------------------------------- spec types
-    def slot_type(self, kind: str, default_name: str | None = None) -> Any:
+    def slot_type(self, kind: str) -> Any:
         """The pydantic type of a ``Slot[kind]`` field: a union over the kind's components."""
+        default_name = self.defaults.get(kind)
         members = tuple(self.resolve(c.params) for c in self.components(kind))
         if not members:
             inner: Any = GenericComponent
@@ -260,8 +263,7 @@ class Registry:
             annotation = info.annotation
             if info.metadata:
                 annotation = Annotated[(annotation, *info.metadata)]
-            default_name = _default_name(info.default)
-            new = self._rewrite(annotation, default_name)
+            new = self._rewrite(annotation)
             if new is not annotation:
                 kwargs: dict[str, Any] = {"description": info.description, "validate_default": True}
                 factory = info.default_factory
@@ -270,7 +272,11 @@ class Registry:
                     kwargs["default_factory"] = dict
                 elif factory is not None:
                     kwargs["default_factory"] = factory
-                else:
+                elif info.default is REGISTRY_DEFAULT:
+                    default = self.defaults.get(_slot_kind(annotation) or "")
+                    if default is not None:  # else the field is required
+                        kwargs["default"] = default
+                elif not info.is_required():
                     kwargs["default"] = info.default
                 fields[fname] = (new, Field(**kwargs))
         result = (
@@ -281,33 +287,33 @@ class Registry:
         self._resolved[model] = result
         return result
 
-    def _rewrite(self, tp: Any, default_name: str | None) -> Any:
+    def _rewrite(self, tp: Any) -> Any:
         origin = get_origin(tp)
         if origin is Annotated:
             base, *meta = get_args(tp)
             marker = next((m for m in meta if isinstance(m, SlotMarker)), None)
             if marker is not None:
-                return self.slot_type(marker.kind, marker.default_name or default_name)
-            new = self._rewrite(base, default_name)
+                return self.slot_type(marker.kind)
+            new = self._rewrite(base)
             return tp if new is base else Annotated[(new, *meta)]
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             return self.resolve(tp)
         if origin in (Union, types.UnionType):
             args = get_args(tp)
-            new_args = tuple(self._rewrite(a, None) for a in args)
+            new_args = tuple(self._rewrite(a) for a in args)
             return tp if new_args == args else Union[new_args]
         if origin in (list, dict, tuple) and get_args(tp):
             args = get_args(tp)
-            new_args = tuple(self._rewrite(a, None) for a in args)
+            new_args = tuple(self._rewrite(a) for a in args)
             return tp if new_args == args else typing.cast(Any, origin)[new_args]
         return tp
 
 
-def _default_name(default: Any) -> str | None:
-    if isinstance(default, str):
-        return default
-    if isinstance(default, dict):
-        return default.get("name")
+def _slot_kind(annotation: Any) -> str | None:
+    """The kind of a top-level ``Slot[kind]`` annotation, else None."""
+    if get_origin(annotation) is Annotated:
+        marker = next((m for m in get_args(annotation)[1:] if isinstance(m, SlotMarker)), None)
+        return marker.kind if marker else None
     return None
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 from pydantic_core import PydanticCustomError
 
 from corekit.errors import CorekitError, SpecError, SpecIssue
-from corekit.params import ModelContext, Params, Slot, SlotMarker
+from corekit.params import REGISTRY_DEFAULT, ModelContext, Params, Slot, SlotMarker
 from corekit.registry import Registry
 
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -38,7 +38,7 @@ class MLPSpec(BaseModel):
     """The feed-forward network of each block."""
 
     model_config = SECTION
-    activation: Slot["activation"] = Field("gelu", description="gelu | relu | silu | swiglu | geglu | <plugin>")  # type: ignore[valid-type]
+    activation: Slot["activation"] = Field(REGISTRY_DEFAULT, description="gelu | relu | silu | swiglu | geglu | <plugin>")  # type: ignore[valid-type]
     hidden_dim: PositiveInt | None = Field(
         None, description="hidden width; default 4*d_model, or 8/3*d_model rounded up to 64 for gated activations"
     )
@@ -60,11 +60,11 @@ class ModelSpec(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, residuals and attention")
     bias: bool = Field(False, description="biases in linear layers (and layer norms)")
     init_std: PositiveFloat = Field(0.02, description="std of the normal initialisation")
-    attention: Slot["attention", "mha"] = Field(description="mha | gqa | mqa | <plugin>")  # type: ignore[valid-type]
-    norm: Slot["norm"] = Field("layernorm", description="layernorm | rmsnorm | <plugin>")  # type: ignore[valid-type]
+    attention: Slot["attention"] = Field(description="mha | gqa | mqa | <plugin>")  # type: ignore[valid-type]
+    norm: Slot["norm"] = Field(REGISTRY_DEFAULT, description="layernorm | rmsnorm | <plugin>")  # type: ignore[valid-type]
     mlp: MLPSpec = Field(default_factory=MLPSpec)
     position: Slot["positional"] = Field(  # type: ignore[valid-type]
-        "learned", description="learned | sinusoidal | rope | alibi | none | <plugin>"
+        REGISTRY_DEFAULT, description="learned | sinusoidal | rope | alibi | none | <plugin>"
     )
 
     @model_validator(mode="after")
@@ -156,8 +156,8 @@ class TrainSpec(BaseModel):
     max_steps: PositiveInt = 1000
     batch_size: PositiveInt = 16
     seed: int = 1337
-    optimizer: Slot["optimizer"] = "adamw"  # type: ignore[valid-type]
-    scheduler: Slot["scheduler"] = "cosine"  # type: ignore[valid-type]
+    optimizer: Slot["optimizer"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
+    scheduler: Slot["scheduler"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
 
 
 class ExportSpec(BaseModel):
@@ -173,7 +173,7 @@ class RunSpec(BaseModel):
 
     model_config = SECTION
     model: ModelSpec
-    tokenizer: Slot["tokenizer"] = Field("bytes", description="bytes | <plugin>")  # type: ignore[valid-type]
+    tokenizer: Slot["tokenizer"] = Field(REGISTRY_DEFAULT, description="bytes | bpe | char | <plugin>")  # type: ignore[valid-type]
     data: DataSpec = Field(default_factory=DataSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     export: ExportSpec | None = None
@@ -367,7 +367,7 @@ def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
         node = node.get(part) if isinstance(node, dict) else None
         marker = next((m for m in info.metadata if isinstance(m, SlotMarker)), None)
         if marker is not None:
-            name = node if isinstance(node, str) else (node or {}).get("name", marker.default_name or info.default)
+            name = node if isinstance(node, str) else (node or {}).get("name", registry.defaults.get(marker.kind))
             if (marker.kind, name) not in registry:
                 return []
             cls = registry.get(marker.kind, name).params

@@ -638,3 +638,43 @@ def test_markup_in_a_plugin_error_prints_verbatim(tmp_path):
     proc = run_cli("plugins", "--json", env=plugin_env(site))
     assert proc.returncode == 0, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- [defaults]
+def test_builtin_defaults_come_from_the_manifest():
+    from corekit.plugins import builtin_manifest
+
+    reg = load_registry(autoload=False)
+    assert reg.defaults == builtin_manifest().defaults
+    assert reg.defaults["attention_kernel"] == "flash" and reg.defaults["norm"] == "layernorm"
+
+
+def test_user_registry_changes_defaults(tmp_path):
+    from corekit.spec import load_spec
+
+    user = write(tmp_path / "registry.toml", '[defaults]\nnorm = "rmsnorm"\nattention_kernel = "math"\n')
+    reg = load_registry(user, autoload=False)
+    spec = load_spec({"model": {"attention": {"n_heads": 4}}}, registry=reg)
+    assert spec.model.norm.name == "rmsnorm"
+    assert spec.model.attention.kernel.name == "math"
+
+
+def test_disabled_default_warns_and_the_field_becomes_required(tmp_path):
+    from corekit.errors import SpecError
+    from corekit.spec import load_spec
+
+    user = write(tmp_path / "registry.toml", 'disable = ["attention_kernel:flash"]\n')
+    with pytest.warns(PluginLoadWarning, match="default attention_kernel 'flash'"):
+        reg = load_registry(user, autoload=False)
+    with pytest.raises(SpecError) as info:
+        load_spec({"model": {"attention": {"n_heads": 4}}}, registry=reg)
+    assert [i.path for i in info.value.issues] == ["model.attention.kernel"]
+    spec = load_spec({"model": {"attention": {"n_heads": 4, "kernel": "math"}}}, registry=reg)
+    assert spec.model.attention.kernel.name == "math"
+
+
+@pytest.mark.parametrize("text", ['[defaults]\nnorms = "rmsnorm"\n', "[defaults]\nnorm = 3\n", 'defaults = "x"\n'])
+def test_malformed_defaults(tmp_path, text):
+    user = write(tmp_path / "registry.toml", text)
+    with pytest.raises(PluginError, match="defaults"):
+        load_registry(user, autoload=False)
