@@ -110,3 +110,18 @@ def test_generate_more_bad_input(capsys, extra, needle):
 def test_schema_out_to_a_directory_is_a_clear_error(capsys, tmp_path):
     code, _, err = run(capsys, "spec", "schema", "--out", str(tmp_path))
     assert code == 2 and str(tmp_path) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["plugins"], ["spec", "validate", str(EXAMPLES / "tiny.toml")], ["spec", "schema"]])
+def test_commands_that_need_no_model_do_not_import_torch(args):
+    """Listing plugins and checking specs stay cheap: no torch import."""
+    import sys
+
+    code = (
+        "import sys\nfrom corekit.cli.main import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "False"

@@ -34,8 +34,8 @@ EXAMPLE = ROOT / "examples" / "third_party_plugin"
 EXAMPLE_SPEC = EXAMPLE / "spec.toml"
 BUILTIN_NORMS = {("norm", "layernorm"), ("norm", "rmsnorm")}
 
-# `corekit/cli/main.py` has no `if __name__ == "__main__"`, so run the console script,
-# preferring the one next to this interpreter (a pyenv shim on PATH costs extra start-up).
+# Run the installed console script (what users run), preferring the one beside this interpreter,
+# since a pyenv shim on PATH costs extra start-up.
 CLI = shutil.which("corekit", path=str(Path(sys.executable).parent)) or shutil.which("corekit")
 
 
