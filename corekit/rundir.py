@@ -94,8 +94,17 @@ def ensure_tokenizer(
     if run.tokenizer.is_file():
         tokenizer = blank.load(run.tokenizer)
     else:
-        texts = _counted(split_documents(spec.data, "train"), on_text) if blank.needs_training else ()
+        from corekit.data.sources import CleanStats
+
+        stats = CleanStats()
+        texts = _counted(split_documents(spec.data, "train", stats), on_text) if blank.needs_training else ()
         tokenizer = blank.train(texts)
+        if blank.needs_training and stats.documents_out == 0:
+            raise CorekitError(
+                f"the corpus is empty after cleaning: {stats.documents_in} documents read, {stats.too_short} shorter "
+                f"than data.min_chars={spec.data.min_chars}, {stats.duplicates} duplicates; "
+                f"nothing to train the {spec.tokenizer.name} tokenizer on"
+            )
         tokenizer.save(run.tokenizer)
         trained_now = True
     size = tokenizer.vocab_size

@@ -76,6 +76,7 @@ _WORKER_TOKENIZER = None
 
 def _init_worker(tokenizer) -> None:
     global _WORKER_TOKENIZER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
     _WORKER_TOKENIZER = tokenizer
 
 
@@ -155,7 +156,10 @@ def prepare_shards(
         return PrepareResult(old, skipped=True, reused=sum(len(v) for v in good.values()))
 
     manifest = {"format": FORMAT, "version": VERSION, "complete": False, "config": config,
-                "shards": {s: sorted(good[s].values(), key=lambda e: e["doc_start"]) for s in SPLITS}}
+                # damaged shards stay listed until rebuilt, so that a run interrupted before
+                # rebuilding them finds them again (and does not take their range as done)
+                "shards": {s: sorted([*good[s].values(), *rebuild[s].values()], key=lambda e: e["doc_start"])
+                           for s in SPLITS}}
     stats = CleanStats()
     counts = {s: 0 for s in SPLITS}  # documents seen per split
     ends = {s: max((e["doc_end"] for e in old_shards.get(s, [])), default=0) for s in SPLITS}
@@ -173,8 +177,12 @@ def prepare_shards(
         atomic_write_text(data_dir / "manifest.json", json.dumps(manifest, indent=1))
         result.built += 1
 
-    def job_for(split: str, i: int) -> _Job | None:
-        """The shard document ``i`` of ``split`` belongs to, or None if it is already done."""
+    def needed(split: str, i: int) -> bool:
+        """Whether document ``i`` of ``split`` must be encoded (it is in no shard that verified)."""
+        return i >= ends[split] or any(s <= i < e["doc_end"] for s, e in rebuild[split].items())
+
+    def job_for(split: str, i: int) -> _Job:
+        """The shard document ``i`` of ``split`` goes to (called in document order, when it is encoded)."""
         for start, entry in rebuild[split].items():
             if start <= i < entry["doc_end"]:
                 job = open_jobs[split]
@@ -182,30 +190,28 @@ def prepare_shards(
                     index = int(entry["file"].split("_")[1].split(".")[0])
                     job = open_jobs[split] = _Job(split, index, start, entry["doc_end"])
                 return job
-        if i < ends[split]:
-            return None  # inside a shard that verified
         job = open_jobs[split]
         if job is None:
             index = len(manifest["shards"][split])
             job = open_jobs[split] = _Job(split, index, i)
         return job
 
-    def batches() -> Iterator[list[tuple[_Job, int, str]]]:
-        batch: list[tuple[_Job, int, str]] = []
+    def batches() -> Iterator[list[tuple[str, int, str]]]:
+        batch: list[tuple[str, int, str]] = []
         for doc in clean_documents(raw_documents(data), data, stats):
             split = split_of(doc.text, data.val_fraction)
             i, counts[split] = counts[split], counts[split] + 1
-            job = job_for(split, i)
-            if job is not None:
-                batch.append((job, i, doc.text))
+            if needed(split, i):
+                batch.append((split, i, doc.text))
             if len(batch) >= BATCH_DOCS:
                 yield batch
                 batch = []
         if batch:
             yield batch
 
-    def consume(batch: list[tuple[_Job, int, str]], encoded: list[list[int]]) -> None:
-        for (job, i, _), ids in zip(batch, encoded, strict=True):
+    def consume(batch: list[tuple[str, int, str]], encoded: list[list[int]]) -> None:
+        for (split, i, _), ids in zip(batch, encoded, strict=True):
+            job = job_for(split, i)  # now, not when batched: earlier documents may have closed a shard
             ids.append(eot)
             job.parts.append(np.asarray(ids, dtype=dtype))
             job.tokens += len(ids)
@@ -226,7 +232,6 @@ def prepare_shards(
         for batch in stream:
             consume(batch, tokenizer.encode_batch([t for _, _, t in batch], allow_special=False))
     else:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
             pending: list[tuple[list, Any]] = []

@@ -6,8 +6,8 @@ corpus and hundreds of gigabytes:
 - ``python-stdlib``: the standard library sources of the running interpreter (tests
   excluded) plus the English reference text of ``pydoc_data.topics``; it exists wherever
   Python does, so the demo needs no download;
-- ``paths``: text files (one document each), globs, directory trees, and ``.jsonl``
-  files (one document per line, text under ``text_field``).
+- ``paths``: text files (one document each), globs, directory trees (hidden files and
+  folders skipped), and ``.jsonl`` files (one document per line, text under ``text_field``).
 
 Cleaning (all on by default, counted in :class:`CleanStats`): Unicode NFC normalisation,
 exact de-duplication by content hash, and a minimum length. Each document goes to train
@@ -66,7 +66,9 @@ def stdlib_documents() -> Iterator[Document]:
 def _expand(pattern: str, index: int, suffixes: list[str]) -> list[Path]:
     path = Path(pattern).expanduser()
     if path.is_dir():
-        found = [p for p in path.rglob("*") if p.is_file()]
+        # hidden files and folders (.git, .venv, ...) are not corpus
+        found = [p for p in path.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(path).parts)]
         if suffixes:
             found = [p for p in found if p.suffix in suffixes]
     else:
