@@ -31,7 +31,9 @@ from corekit.io import atomic_write_bytes, atomic_write_text
 FORMAT = "corekit-shards"
 VERSION = 1
 SPLITS = ("train", "val")
-BATCH_DOCS = 64
+#: documents per batch: small batches balance a process pool; in one process, large batches
+#: let the tokenizer's own threads (HF tokenizers' rayon pool) work in parallel
+BATCH_DOCS = {"pool": 16, "inline": 256}
 
 
 def dtype_for(vocab_size: int) -> np.dtype:
@@ -71,17 +73,21 @@ def read_manifest(data_dir: Path) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- tokenizing
-_WORKER_TOKENIZER = None
+_WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer) -> None:
-    global _WORKER_TOKENIZER
+def encode_documents(tokenizer, texts: list[str], dtype: np.dtype, eot: int) -> list[np.ndarray]:
+    """Each text's ids followed by ``eot``, as arrays of ``dtype`` (cheap to send between processes)."""
+    return [np.array([*ids, eot], dtype=dtype) for ids in tokenizer.encode_batch(texts, allow_special=False)]
+
+
+def _init_worker(tokenizer, dtype: np.dtype, eot: int) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
-    _WORKER_TOKENIZER = tokenizer
+    _WORKER.update(tokenizer=tokenizer, dtype=dtype, eot=eot)
 
 
-def _encode(texts: list[str]) -> list[list[int]]:
-    return _WORKER_TOKENIZER.encode_batch(texts, allow_special=False)
+def _encode(texts: list[str]) -> list[np.ndarray]:
+    return encode_documents(_WORKER["tokenizer"], texts, _WORKER["dtype"], _WORKER["eot"])
 
 
 @dataclass
@@ -203,18 +209,17 @@ def prepare_shards(
             i, counts[split] = counts[split], counts[split] + 1
             if needed(split, i):
                 batch.append((split, i, doc.text))
-            if len(batch) >= BATCH_DOCS:
+            if len(batch) >= batch_docs:
                 yield batch
                 batch = []
         if batch:
             yield batch
 
-    def consume(batch: list[tuple[str, int, str]], encoded: list[list[int]]) -> None:
+    def consume(batch: list[tuple[str, int, str]], encoded: list[np.ndarray]) -> None:
         for (split, i, _), ids in zip(batch, encoded, strict=True):
             job = job_for(split, i)  # now, not when batched: earlier documents may have closed a shard
-            ids.append(eot)
-            job.parts.append(np.asarray(ids, dtype=dtype))
-            job.tokens += len(ids)
+            job.parts.append(ids)
+            job.tokens += ids.size
             if job.doc_end is not None:  # rebuilding a shard with a fixed range
                 if i + 1 == job.doc_end:
                     write(job)
@@ -227,13 +232,14 @@ def prepare_shards(
             on_progress(len(batch), sum(len(t.encode("utf-8")) for _, _, t in batch))
 
     workers = workers or data.workers or os.cpu_count() or 1
+    batch_docs = BATCH_DOCS["inline" if workers == 1 else "pool"]
     stream = batches()
     if workers == 1:
         for batch in stream:
-            consume(batch, tokenizer.encode_batch([t for _, _, t in batch], allow_special=False))
+            consume(batch, encode_documents(tokenizer, [t for _, _, t in batch], dtype, eot))
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer, dtype, eot)) as pool:
             pending: list[tuple[list, Any]] = []
             for batch in stream:
                 pending.append((batch, pool.apply_async(_encode, ([t for _, _, t in batch],))))

@@ -13,7 +13,6 @@ import torch
 from helpers import model_section
 from torch.utils.data import DataLoader, DistributedSampler
 
-from corekit.data import shards as shards_mod
 from corekit.data.datamodule import TokenDataModule
 from corekit.data.shards import prepare_shards
 from corekit.data.windows import ShardSet, TrainWindows, ValWindows, mix64, permute
@@ -38,11 +37,7 @@ def build_data_dir(registry, root: Path, n_docs: int, shard_tokens: int, seed: i
                                "shard_tokens": shard_tokens}}, registry=registry)
     run = RunDir(root / "run")
     tokenizer, _ = ensure_tokenizer(spec, run, registry)
-    # one document per encode batch: the windows under test then do not depend on how
-    # prepare_shards batches documents into shards (tested in test_shards.py)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(shards_mod, "BATCH_DOCS", 1)
-        prepare_shards(run.data, spec.data, tokenizer, file_sha256(run.tokenizer), workers=1)
+    prepare_shards(run.data, spec.data, tokenizer, file_sha256(run.tokenizer), workers=1)
     return run.data
 
 
