@@ -28,7 +28,7 @@ def _train_tokenizer(spec, run, registry):
     """The tokenizer stage, with a progress line counting the text it trains on."""
     from corekit.rundir import ensure_tokenizer
 
-    if run.tokenizer.is_file():
+    if run.tokenizer.is_file() or not registry.build("tokenizer", spec.tokenizer).needs_training:
         return ensure_tokenizer(spec, run, registry)
     with _progress() as progress:
         task = progress.add_task(f"training {spec.tokenizer.name} tokenizer", total=None, done="")
