@@ -1,0 +1,90 @@
+"""Builds of the optimizer plugins, the weight-decay groups they share, and Lion."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+
+def decay_groups(model: nn.Module, params) -> list[dict[str, Any]]:
+    """Parameters split into a group with ``weight_decay`` and one without.
+
+    Without decay by default: biases and norm weights (parameters with fewer than two
+    dimensions) and embedding tables (``nn.Embedding`` weights, the tied LM head too);
+    ``decay_biases``, ``decay_norms`` and ``decay_embeddings`` move them back.
+    """
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    bias_ids = {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if id(p) in embedding_ids:
+            wants = params.decay_embeddings
+        elif id(p) in bias_ids:
+            wants = params.decay_biases
+        elif p.ndim < 2:
+            wants = params.decay_norms
+        else:
+            wants = True
+        (decay if wants else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": params.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _fused_ok(model: nn.Module) -> bool:
+    devices = {p.device.type for p in model.parameters()}
+    return devices <= {"cuda", "cpu"} and all(p.dtype.is_floating_point for p in model.parameters())
+
+
+def build_adamw(params, model: nn.Module) -> torch.optim.Optimizer:
+    """``torch.optim.AdamW``, fused where the device supports it."""
+    fused = _fused_ok(model) if params.fused is None else params.fused
+    kwargs = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(decay_groups(model, params), lr=params.lr, betas=params.betas, eps=params.eps, **kwargs)
+
+
+def build_sgd(params, model: nn.Module) -> torch.optim.Optimizer:
+    """``torch.optim.SGD`` (its weight decay is L2, added to the gradient)."""
+    return torch.optim.SGD(
+        decay_groups(model, params), lr=params.lr, momentum=params.momentum,
+        nesterov=params.nesterov, dampening=params.dampening, foreach=True,
+    )
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023): ``p -= lr * (sign(b1*m + (1-b1)*g) + wd*p)``, then
+    ``m = b2*m + (1-b2)*g``."""
+
+    def __init__(self, params: Iterable, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                m = state["exp_avg"]
+                update = (m * beta1 + p.grad * (1 - beta1)).sign_()
+                p.mul_(1 - group["lr"] * group["weight_decay"]).add_(update, alpha=-group["lr"])
+                m.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+        return loss
+
+
+def build_lion(params, model: nn.Module) -> Lion:
+    """:class:`Lion` over the decay groups."""
+    return Lion(decay_groups(model, params), lr=params.lr, betas=params.betas)
