@@ -80,7 +80,15 @@ def data_prepare(
     from corekit.data.shards import prepare_shards
     from corekit.rundir import file_sha256
 
+    from corekit.errors import CorekitError
+    from corekit.tokenizer import EOT
+
     spec, run, registry = _load(spec_file, set_, run_dir)
+    if EOT not in spec.tokenizer.special_tokens:
+        raise CorekitError(
+            f"tokenizer.special_tokens must include {EOT!r}: it separates documents in the shards "
+            f"(got {spec.tokenizer.special_tokens})"
+        )
     tokenizer, _ = _train_tokenizer(spec, run, registry)
     start = time.perf_counter()
     with _progress() as progress:

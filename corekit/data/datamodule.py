@@ -29,7 +29,7 @@ class TokenDataModule(L.LightningDataModule):
         num_workers: int = 0,
         train_samples: int | None = None,
         val_windows: int = 64,
-        check_hash: bool = False,
+        check_hash: bool = True,
     ) -> None:
         """
         Args:
@@ -41,7 +41,8 @@ class TokenDataModule(L.LightningDataModule):
             train_samples: length of the train dataset (default: one pass over all chunks);
                 indices past one pass continue into later epochs of the same stream.
             val_windows: most validation windows.
-            check_hash: verify every shard's sha256 at setup (sizes are always checked).
+            check_hash: verify every shard's sha256 at setup, so a damaged shard is never read
+                (sizes are always checked); turn off to skip reading hundreds of GB at start.
         """
         super().__init__()
         self.data_dir = Path(data_dir)

@@ -102,6 +102,13 @@ class _Job:
     tokens: int = 0
 
 
+def _result(res, batch, located):
+    try:
+        return res.get()
+    except CorekitError as exc:
+        raise located(batch, exc) from None
+
+
 @dataclass
 class PrepareResult:
     """What ``prepare_shards`` did."""
@@ -145,6 +152,8 @@ def prepare_shards(
         "source": source_fingerprint(data),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in data_dir.glob(".*.tmp"):  # an atomic write killed before its rename
+        leftover.unlink()
     old = read_manifest(data_dir)
     old_shards = old["shards"] if old and old.get("config") == config else {s: [] for s in SPLITS}
     good: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}
@@ -202,21 +211,21 @@ def prepare_shards(
             job = open_jobs[split] = _Job(split, index, i)
         return job
 
-    def batches() -> Iterator[list[tuple[str, int, str]]]:
-        batch: list[tuple[str, int, str]] = []
+    def batches() -> Iterator[list[tuple[str, int, str, str]]]:
+        batch: list[tuple[str, int, str, str]] = []
         for doc in clean_documents(raw_documents(data), data, stats):
             split = split_of(doc.text, data.val_fraction)
             i, counts[split] = counts[split], counts[split] + 1
             if needed(split, i):
-                batch.append((split, i, doc.text))
+                batch.append((split, i, doc.text, doc.origin))
             if len(batch) >= batch_docs:
                 yield batch
                 batch = []
         if batch:
             yield batch
 
-    def consume(batch: list[tuple[str, int, str]], encoded: list[np.ndarray]) -> None:
-        for (split, i, _), ids in zip(batch, encoded, strict=True):
+    def consume(batch: list[tuple[str, int, str, str]], encoded: list[np.ndarray]) -> None:
+        for (split, i, _, _), ids in zip(batch, encoded, strict=True):
             job = job_for(split, i)  # now, not when batched: earlier documents may have closed a shard
             job.parts.append(ids)
             job.tokens += ids.size
@@ -229,25 +238,38 @@ def prepare_shards(
                 write(job)
                 open_jobs[job.split] = None
         if on_progress is not None:
-            on_progress(len(batch), sum(len(t.encode("utf-8")) for _, _, t in batch))
+            on_progress(len(batch), sum(len(t.encode("utf-8")) for _, _, t, _ in batch))
 
-    workers = workers or data.workers or os.cpu_count() or 1
+    workers = workers or data.workers or len(os.sched_getaffinity(0)) or 1
     batch_docs = BATCH_DOCS["inline" if workers == 1 else "pool"]
     stream = batches()
+    def located(batch: list[tuple[str, int, str, str]], exc: CorekitError) -> CorekitError:
+        """``exc`` with the document that caused it named (found by encoding one at a time)."""
+        for _, _, text, origin in batch:
+            try:
+                tokenizer.encode(text, allow_special=False)
+            except CorekitError as single:
+                return CorekitError(f"{origin}: {single}")
+        return exc
+
     if workers == 1:
         for batch in stream:
-            consume(batch, encode_documents(tokenizer, [t for _, _, t in batch], dtype, eot))
+            try:
+                encoded = encode_documents(tokenizer, [t for _, _, t, _ in batch], dtype, eot)
+            except CorekitError as exc:
+                raise located(batch, exc) from None
+            consume(batch, encoded)
     else:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer, dtype, eot)) as pool:
             pending: list[tuple[list, Any]] = []
             for batch in stream:
-                pending.append((batch, pool.apply_async(_encode, ([t for _, _, t in batch],))))
+                pending.append((batch, pool.apply_async(_encode, ([t for _, _, t, _ in batch],))))
                 while len(pending) > 2 * workers or (pending and pending[0][1].ready()):
                     done, res = pending.pop(0)
-                    consume(done, res.get())
+                    consume(done, _result(res, done, located))
             for done, res in pending:
-                consume(done, res.get())
+                consume(done, _result(res, done, located))
     for split in SPLITS:
         job = open_jobs[split]
         if job is not None and job.doc_end is None and job.parts:

@@ -80,14 +80,14 @@ def _expand(pattern: str, index: int, suffixes: list[str]) -> list[Path]:
 
 
 def _jsonl_documents(path: Path, field: str) -> Iterator[Document]:
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CorekitError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                raise CorekitError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if not isinstance(record, dict) or field not in record:
                 fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
                 raise CorekitError(
@@ -95,7 +95,9 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[Document]:
                 )
             if not isinstance(record[field], str):
                 raise CorekitError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}, not text")
-            yield Document(f"{path}:{lineno}", record[field])
+            # JSON may escape lone surrogates (\ud800), which are not text: replace them
+            text = record[field].encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+            yield Document(f"{path}:{lineno}", text)
 
 
 def file_documents(patterns: list[str], text_field: str = "text", suffixes: list[str] = ()) -> Iterator[Document]:

@@ -12,8 +12,7 @@ epoch every chunk is used once, so ranks given disjoint indices (a
 ``DistributedSampler``) see disjoint windows. Nothing of size ``n_chunks`` is stored,
 which keeps this usable for corpora of any size.
 
-Validation windows are fixed: consecutive, non-overlapping windows from the start of the
-val shards.
+Validation windows are fixed: non-overlapping windows spread evenly over the val shards.
 """
 
 from __future__ import annotations
@@ -129,16 +128,19 @@ class TrainWindows(Dataset):
 
 
 class ValWindows(Dataset):
-    """The first ``max_windows`` non-overlapping windows of the val split, always the same."""
+    """``max_windows`` non-overlapping windows spread evenly over the val split, always the same."""
 
     def __init__(self, shards: ShardSet, context_length: int, max_windows: int) -> None:
         self.shards, self.length = shards, context_length
+        counts = [max(0, (e["tokens"] - 1) // context_length) for e in shards.entries]
+        total = sum(counts)
+        picks = sorted({round(k * total / max_windows) for k in range(max_windows)}) if total > max_windows else range(total)
+        cumulative = np.cumsum(counts).tolist()
         self.starts: list[tuple[int, int]] = []
-        for shard, entry in enumerate(shards.entries):
-            for start in range(0, entry["tokens"] - context_length, context_length):
-                if len(self.starts) == max_windows:
-                    break
-                self.starts.append((shard, start))
+        for chunk in picks:
+            shard = bisect.bisect_right(cumulative, chunk)
+            within = chunk - (cumulative[shard - 1] if shard else 0)
+            self.starts.append((shard, within * context_length))
         if not self.starts:
             raise CorekitError(
                 f"the val split is too small for one window of context_length={context_length} (+1); "

@@ -85,7 +85,13 @@ class BPETokenizer(Tokenizer):
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self._trained().decode([int(i) for i in ids], skip_special_tokens=False)
+        hf = self._trained()
+        ids = [int(i) for i in ids]
+        size = hf.get_vocab_size(with_added_tokens=True)
+        bad = [i for i in ids if not 0 <= i < size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {size})")
+        return hf.decode(ids, skip_special_tokens=False)
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_text(path, self._trained().to_str(pretty=True))

@@ -96,6 +96,8 @@ class CharTokenizer(Tokenizer):
         expected = {k: getattr(self.params, k) for k in saved}
         if saved != expected:
             raise CorekitError(f"{path} was saved with {saved}, but the spec says {expected}")
+        if not isinstance(data.get("chars"), str):
+            raise CorekitError(f"{path} has no character table ('chars'); it is not a trained char tokenizer")
         return CharTokenizer(self.params, data["chars"])
 
 

@@ -197,9 +197,12 @@ def test_val_windows_are_fixed_and_non_overlapping(data_dir):
         assert torch.equal(x, b[i][0]) and torch.equal(y, b[i][1])
         assert torch.equal(x[1:], y[:-1]) and x.dtype == torch.int64 and x.shape == (L,)
         shard, start = a.starts[i]
-        assert (shard, start) == (0, i * L)  # consecutive from the start of the split
+        assert shard == 0 and start % L == 0  # on the chunk grid
         window = torch.from_numpy(tokens[start:start + L + 1].astype(np.int64))
         assert torch.equal(x, window[:-1]) and torch.equal(y, window[1:])
+    starts = [start for _, start in a.starts]
+    assert all(b - a_ >= L for a_, b in zip(starts, starts[1:]))  # non-overlapping, in order
+    assert starts[-1] > len(tokens) // 2  # spread over the split, not bunched at its start
 
 
 def test_val_windows_stop_at_the_end_of_the_split(data_dir):

@@ -528,3 +528,37 @@ def test_changing_the_tokenizer_of_an_existing_run_is_refused(registry, tmp_path
             ensure_tokenizer(make_spec(registry, corpus, other), run, registry)
         assert "--run-dir" in str(exc.value) and str(run.path) in str(exc.value)
         assert run.tokenizer.read_bytes() == saved and run.spec.read_text() == spec_text
+
+
+# --------------------------------------------------------------------------- review regressions
+def test_jsonl_with_surrogates_and_a_bom(registry, tmp_path):
+    path = tmp_path / "c.jsonl"
+    lines = [json.dumps({"text": "bad \ud800 surrogate in an otherwise long enough line"}),
+             json.dumps({"text": "a second document that is also long enough"})]
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    spec = make_spec(registry, [str(path)], val_fraction=0.01)
+    texts = list(split_documents(spec.data, "train")) + list(split_documents(spec.data, "val"))
+    assert len(texts) == 2 and any(t.startswith("bad \ufffd") and "surrogate" in t for t in texts)
+
+
+def test_unknown_character_error_names_the_document(registry, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("plain ascii text " * 10)
+    (corpus / "b.txt").write_text("plain ascii text with one snowman \u2603 " * 3)
+    spec = make_spec(registry, [str(corpus)], tokenizer={"name": "char", "unknown": "error"})
+    run = RunDir(tmp_path / "run")
+    tokenizer = registry.build("tokenizer", spec.tokenizer).train(["plain ascii text with one snowman"])
+    tokenizer.save(run.tokenizer)  # trained without the snowman
+    for workers in (1, 2):
+        with pytest.raises(CorekitError, match=r"b\.txt.*'\u2603'"):
+            prepare_shards(run.data, spec.data, tokenizer, file_sha256(run.tokenizer), workers=workers)
+
+
+def test_leftover_temporary_files_are_removed(registry, tmp_path):
+    spec = make_spec(registry, write_corpus(tmp_path / "c", 20))
+    data_dir = tmp_path / "run" / "data"
+    data_dir.mkdir(parents=True)
+    (data_dir / ".train_000000.bin.abc123.tmp").write_bytes(b"half")
+    stage(spec, tmp_path / "run", registry)
+    assert no_temp_files(data_dir)

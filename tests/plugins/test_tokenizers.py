@@ -210,3 +210,15 @@ def test_vocab_size_defaults_from_tokenizer_with_padding(registry):
     assert spec.model.vocab_size == 320  # 259 rounded up to a multiple of 64
     spec = load_spec({"model": {"attention": {"n_heads": 4}}, "tokenizer": {"name": "bpe", "vocab_size": 1000}}, registry=registry)
     assert spec.model.vocab_size == 1000
+
+
+def test_bpe_decode_checks_ids(tokenizers):
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tokenizers["bpe"].decode([90, 99_999, 91])
+
+
+def test_char_load_needs_its_table(registry, tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text('{"format": "corekit-char", "params": {"special_tokens": ["<|endoftext|>"], "unknown": "token", "unk_token": "<|unk|>"}}')
+    with pytest.raises(CorekitError, match="character table"):
+        registry.build("tokenizer", "char").load(path)
