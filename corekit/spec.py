@@ -126,6 +126,9 @@ class DataSpec(BaseModel):
     suffixes: list[str] = Field(
         default_factory=list, description="in directories, only files with these suffixes (empty: all)"
     )
+    max_document_bytes: PositiveInt = Field(
+        1 << 20, description="text files larger than this are streamed and cut into documents at blank lines"
+    )
     normalize: bool = Field(True, description="Unicode NFC normalisation")
     dedupe: bool = Field(True, description="drop exact duplicate documents")
     min_chars: int = Field(32, ge=0, description="drop documents shorter than this")

@@ -9,7 +9,8 @@ documents it holds, so that any one shard can be rebuilt alone.
 section, corpus fingerprint), and per shard its size, sha256 and document range; it is
 rewritten atomically after every shard, so an interrupted run resumes where it stopped.
 On a re-run, shards that match the manifest are skipped; a shard whose size or hash does
-not match is rebuilt, never read.
+not match is rebuilt, never read. A changed configuration is built in ``data.next/`` and
+swapped in only once complete, so a failed rebuild leaves the previous dataset usable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -102,6 +104,25 @@ class _Job:
     tokens: int = 0
 
 
+def _swap(new: Path, current: Path) -> None:
+    """Replace directory ``current`` by ``new`` (a crash in between is undone by :func:`_recover_swap`)."""
+    old = current.with_name(current.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    current.rename(old)
+    new.rename(current)
+    shutil.rmtree(old)
+
+
+def _recover_swap(current: Path) -> None:
+    """Finish or undo a :func:`_swap` that a crash interrupted."""
+    old, new = current.with_name(current.name + ".old"), current.with_name(current.name + ".next")
+    if current.exists() or not old.exists():
+        return
+    manifest = read_manifest(new) if new.exists() else None
+    (new if manifest and manifest.get("complete") else old).rename(current)
+
+
 def _result(res, batch, located):
     try:
         return res.get()
@@ -151,10 +172,18 @@ def prepare_shards(
         "data": data.model_dump(mode="json", exclude={"workers", "val_windows"}),
         "source": source_fingerprint(data),
     }
+    _recover_swap(data_dir)
+    old = read_manifest(data_dir)
+    if old is not None and old.get("complete") and old.get("config") != config:
+        # A finished dataset stays usable until its replacement is complete: build the new
+        # configuration beside it (resumable there too), then swap the two directories.
+        staging = data_dir.with_name(data_dir.name + ".next")
+        result = prepare_shards(staging, data, tokenizer, tokenizer_sha256, workers=workers, on_progress=on_progress)
+        _swap(staging, data_dir)
+        return result
     data_dir.mkdir(parents=True, exist_ok=True)
     for leftover in data_dir.glob(".*.tmp"):  # an atomic write killed before its rename
         leftover.unlink()
-    old = read_manifest(data_dir)
     old_shards = old["shards"] if old and old.get("config") == config else {s: [] for s in SPLITS}
     good: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}
     rebuild: dict[str, dict[int, dict]] = {s: {} for s in SPLITS}

@@ -6,8 +6,9 @@ corpus and hundreds of gigabytes:
 - ``python-stdlib``: the standard library sources of the running interpreter (tests
   excluded) plus the English reference text of ``pydoc_data.topics``; it exists wherever
   Python does, so the demo needs no download;
-- ``paths``: text files (one document each), globs, directory trees (hidden files and
-  folders skipped), and ``.jsonl`` files (one document per line, text under ``text_field``).
+- ``paths``: text files (one document each; files over ``max_document_bytes`` are streamed
+  and cut into documents at blank lines), globs, directory trees (hidden files and folders
+  skipped), and ``.jsonl`` files (one document per line, text under ``text_field``).
 
 Cleaning (all on by default, counted in :class:`CleanStats`): Unicode NFC normalisation,
 exact de-duplication by content hash, and a minimum length. Each document goes to train
@@ -100,20 +101,44 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[Document]:
             yield Document(f"{path}:{lineno}", text)
 
 
-def file_documents(patterns: list[str], text_field: str = "text", suffixes: list[str] = ()) -> Iterator[Document]:
+def _text_documents(path: Path, max_bytes: int) -> Iterator[Document]:
+    """A text file as one document, or, past ``max_bytes``, as several cut at blank lines.
+
+    Large files are streamed: memory stays near ``max_bytes`` whatever the file's size.
+    """
+    with path.open("rb") as fh:
+        if b"\0" in fh.read(8192):
+            return  # binary
+    if path.stat().st_size <= max_bytes:
+        yield Document(str(path), path.read_bytes().decode("utf-8", errors="replace"))
+        return
+    part, buffer, size = 0, [], 0
+    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        for line in iter(lambda: fh.readline(max_bytes), ""):
+            buffer.append(line)
+            size += len(line)
+            # cut at a paragraph break once big enough; cut anyway if none comes
+            if (size >= max_bytes and not line.strip()) or size >= 4 * max_bytes:
+                yield Document(f"{path}#{part}", "".join(buffer))
+                part, buffer, size = part + 1, [], 0
+    if buffer:
+        yield Document(f"{path}#{part}", "".join(buffer))
+
+
+def file_documents(
+    patterns: list[str], text_field: str = "text", suffixes: list[str] = (), max_document_bytes: int = 1 << 20
+) -> Iterator[Document]:
     """Documents from files, globs and directories; ``.jsonl`` files give one per line.
 
-    Binary files (a NUL byte in the first 8 KiB) are skipped.
+    Binary files (a NUL byte in the first 8 KiB) are skipped; text files larger than
+    ``max_document_bytes`` are streamed and cut into documents at blank lines.
     """
     files = [p for i, pattern in enumerate(patterns) for p in _expand(pattern, i, list(suffixes))]
     for path in files:
         if path.suffix in (".jsonl", ".ndjson"):
             yield from _jsonl_documents(path, text_field)
-            continue
-        data = path.read_bytes()
-        if b"\0" in data[:8192]:
-            continue
-        yield Document(str(path), data.decode("utf-8", errors="replace"))
+        else:
+            yield from _text_documents(path, max_document_bytes)
 
 
 def raw_documents(data: DataSpec) -> Iterator[Document]:
@@ -121,7 +146,7 @@ def raw_documents(data: DataSpec) -> Iterator[Document]:
     if data.source == "python-stdlib":
         yield from stdlib_documents()
     if data.paths:
-        yield from file_documents(data.paths, data.text_field, data.suffixes)
+        yield from file_documents(data.paths, data.text_field, data.suffixes, data.max_document_bytes)
 
 
 def source_fingerprint(data: DataSpec) -> str:

@@ -562,3 +562,29 @@ def test_leftover_temporary_files_are_removed(registry, tmp_path):
     (data_dir / ".train_000000.bin.abc123.tmp").write_bytes(b"half")
     stage(spec, tmp_path / "run", registry)
     assert no_temp_files(data_dir)
+
+
+def test_a_failed_rebuild_keeps_the_previous_dataset(registry, tmp_path):
+    corpus = write_corpus(tmp_path / "c", 60)
+    spec = make_spec(registry, corpus, shard_tokens=200)
+    tokenizer, first, run = stage(spec, tmp_path / "run", registry)
+    before = shard_files(run.data)
+    (corpus / "zzz.jsonl").write_text('{"oops": 1}\n')  # a bad line at the end of the corpus
+    broken = make_spec(registry, [str(corpus)], shard_tokens=200)
+    with pytest.raises(CorekitError, match="zzz.jsonl:1"):
+        prepare_shards(run.data, broken.data, tokenizer, file_sha256(run.tokenizer), workers=1)
+    assert read_manifest(run.data)["complete"] and shard_files(run.data) == before
+    (corpus / "zzz.jsonl").write_text('{"text": "a new document, long enough to keep"}\n')
+    result = prepare_shards(run.data, broken.data, tokenizer, file_sha256(run.tokenizer), workers=1)
+    assert result.built > 0 and read_manifest(run.data)["complete"]
+    assert not (tmp_path / "run" / "data.next").exists() and not (tmp_path / "run" / "data.old").exists()
+    assert read_manifest(run.data)["stats"]["documents_out"] == first.manifest["stats"]["documents_out"] + 1
+
+
+def test_a_swap_interrupted_between_renames_is_recovered(registry, tmp_path):
+    spec = make_spec(registry, write_corpus(tmp_path / "c", 30))
+    _, _, run = stage(spec, tmp_path / "run", registry)
+    before = shard_files(run.data)
+    run.data.rename(run.data.with_name("data.old"))  # the crash: old moved away, new not in place
+    _, result, _ = stage(spec, tmp_path / "run", registry)
+    assert result.skipped and shard_files(run.data) == before

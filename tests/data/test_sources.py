@@ -345,3 +345,30 @@ def test_directories_skip_hidden_files_and_folders(tmp_path):
     (tmp_path / "corpus" / "a.txt").write_text("visible text " * 10)
     docs = list(file_documents([str(tmp_path / "corpus")]))
     assert [Path(d.origin).name for d in docs] == ["a.txt"]
+
+
+def test_large_text_files_are_cut_at_blank_lines(tmp_path):
+    from corekit.data.sources import file_documents
+
+    paragraphs = [f"paragraph {i} " + "word " * 40 + "\n" for i in range(200)]
+    text = "\n".join(paragraphs)  # paragraphs separated by blank lines
+    path = tmp_path / "big.txt"
+    path.write_text(text)
+    docs = list(file_documents([str(path)], max_document_bytes=2000))
+    assert len(docs) > 5
+    assert "".join(d.text for d in docs) == text  # nothing lost or repeated
+    assert all(d.text.endswith("\n\n") for d in docs[:-1])  # cut right after a blank line
+    assert all(len(d.text) < 2000 + 300 for d in docs)
+    assert docs[0].origin.endswith("big.txt#0")
+    small = list(file_documents([str(path)], max_document_bytes=10**9))
+    assert len(small) == 1 and small[0].text == text
+
+
+def test_a_file_without_blank_lines_is_still_cut(tmp_path):
+    from corekit.data.sources import file_documents
+
+    path = tmp_path / "one-line.txt"
+    path.write_text("x" * 50_000)
+    docs = list(file_documents([str(path)], max_document_bytes=1000))
+    assert "".join(d.text for d in docs) == "x" * 50_000
+    assert max(len(d.text) for d in docs) <= 4000
