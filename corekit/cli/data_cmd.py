@@ -16,11 +16,14 @@ SET_HELP = "override a spec field, e.g. --set data.min_chars=64 (repeatable)"
 
 
 def _progress():
+    """A progress display on stderr, so stdout keeps only results."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-        TextColumn("{task.fields[done]}"), TimeElapsedColumn(), transient=False,
+        TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
+        console=Console(stderr=True),
     )
 
 

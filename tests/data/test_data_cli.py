@@ -69,7 +69,7 @@ def test_tokenizer_train_then_data_prepare(capsys, spec_file, tmp_path):
     code, out, err = run(capsys, "tokenizer", "train", str(spec_file), "--run-dir", str(run_dir))
     assert code == 0, err
     assert "trained bpe tokenizer: 300 ids" in out and str(run_dir / "tokenizer.json") in out
-    assert "training bpe tokenizer" in out  # the progress line
+    assert "training bpe tokenizer" in err  # the progress line, on stderr
     assert (run_dir / "tokenizer.json").is_file()
     stored = tomllib.loads((run_dir / "spec.toml").read_text())
     assert stored["model"]["vocab_size"] == 320 and stored["tokenizer"]["vocab_size"] == 300
@@ -80,7 +80,7 @@ def test_tokenizer_train_then_data_prepare(capsys, spec_file, tmp_path):
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
     stats = manifest["stats"]
     assert manifest["complete"] and stats["documents_out"] == 60
-    assert "tokenizing" in out and "60 documents" in out  # progress
+    assert "tokenizing" in err and "60 documents" in err  # progress, on stderr
     assert "documents kept" in out and "documents read" in out
     for split in ("train", "val"):
         s = stats[split]
@@ -102,7 +102,7 @@ def test_data_prepare_trains_the_tokenizer_into_the_default_run_dir(capsys, spec
     run_dir = Path("runs") / "spec"
     assert (run_dir / "tokenizer.json").is_file() and (run_dir / "spec.toml").is_file()
     assert json.loads((run_dir / "data" / "manifest.json").read_text())["complete"]
-    assert "training bpe tokenizer" in out and "documents kept" in out
+    assert "training bpe tokenizer" in err and "documents kept" in out
 
 
 def test_set_overrides_reach_the_data_stage(capsys, spec_file, tmp_path):
