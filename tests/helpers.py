@@ -41,3 +41,16 @@ def attention(name: str, kernel: str = "flash", **extra) -> dict:
     if name == "gqa":
         table.setdefault("n_kv_heads", 2)
     return table
+
+
+def run_cli(capsys, *args):
+    """Run the ``corekit`` CLI in-process; return ``(exit code, stdout, stderr)``."""
+    from corekit.cli.main import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -9,20 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from corekit.cli.main import main
+from helpers import run_cli as run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def run(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_plugins_json_lists_every_builtin(capsys):

@@ -9,20 +9,9 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from corekit.cli.main import main
+from helpers import run_cli as run
 
 WORDS = "the of and to in is was for on that with as by at from alpha beta gamma delta".split()
-
-
-def run(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def write_corpus(root: Path, n: int = 60, seed: int = 0) -> Path:
