@@ -155,10 +155,21 @@ class DataSpec(BaseModel):
 class TrainSpec(BaseModel):
     """The ``[train]`` section: the optimisation run."""
 
-    model_config = OPEN_SECTION
-    max_steps: PositiveInt = 1000
-    batch_size: PositiveInt = 16
-    seed: int = 1337
+    model_config = SECTION
+    max_steps: PositiveInt = Field(1000, description="optimizer steps")
+    batch_size: PositiveInt = Field(16, description="sequences per micro-batch (per device)")
+    accumulate: PositiveInt = Field(1, description="micro-batches per optimizer step")
+    grad_clip: float = Field(1.0, ge=0.0, description="clip the gradient norm to this (0: off)")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision")
+    compile: bool = Field(False, description="torch.compile the model")
+    strategy: str = Field("auto", description="Lightning strategy: auto | ddp | fsdp | ...")
+    devices: int | Literal["auto"] = Field("auto", description="devices per node")
+    num_nodes: PositiveInt = 1
+    seed: int = Field(1337, description="seeds weights, data order and dropout")
+    eval_every: PositiveInt = Field(100, description="validate every this many optimizer steps")
+    checkpoint_every: PositiveInt = Field(100, description="checkpoint every this many optimizer steps")
+    log_every: PositiveInt = Field(10, description="log training metrics every this many steps")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     optimizer: Slot["optimizer"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
     scheduler: Slot["scheduler"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
 

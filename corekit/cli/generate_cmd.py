@@ -49,11 +49,11 @@ def _spec_and_tokenizer(target: Path, run_dir: Optional[Path], set_: list[str]):
         from corekit.spec import padded_vocab
 
         spec.model.vocab_size = padded_vocab(tokenizer.vocab_size, spec.model.pad_vocab_multiple)
-    return spec, tokenizer
+    return spec, tokenizer, run
 
 
 def generate(
-    target: Path = typer.Argument(..., help="a run directory, or a run spec (random weights until training lands)"),
+    target: Path = typer.Argument(..., help="a run directory, or a run spec (its run's weights if trained, else random)"),
     prompt: List[str] = typer.Option(..., "--prompt", "-p", help="prompt text (repeat for a batch)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="most tokens to add"),
     temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 = greedy"),
@@ -65,7 +65,7 @@ def generate(
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set model.n_layers=2"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where a spec's trained tokenizer is (default: runs/<spec stem>)"),
 ) -> None:
-    """Generate text from a model (randomly initialised and seeded, until training lands)."""
+    """Generate text from a run's trained model (random, seeded weights if it has none yet)."""
     import torch
 
     from corekit.assemble import build_model
@@ -73,9 +73,14 @@ def generate(
     from corekit.generation import generate as run_generation
 
     check_sampling(max_new_tokens, temperature, top_k, top_p)
-    spec, tokenizer = _spec_and_tokenizer(target, run_dir, set_)
+    spec, tokenizer, run = _spec_and_tokenizer(target, run_dir, set_)
     torch.manual_seed(seed)
     model = build_model(spec)
+    weights = run.path / "model.safetensors"
+    if weights.is_file():
+        from corekit.weights import load_weights
+
+        load_weights(model, weights)
     stops = _stop_ids(tokenizer, stop, stop_id) if stop or stop_id else [tokenizer.eot_id]
     kwargs = dict(
         tokenizer=tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,

@@ -44,12 +44,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _register_commands() -> None:
-    from corekit.cli import data_cmd, generate_cmd, plugins_cmd, spec_cmd
+    from corekit.cli import data_cmd, generate_cmd, plugins_cmd, spec_cmd, train_cmd
 
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(spec_cmd.app, name="spec")
     app.add_typer(data_cmd.tokenizer_app, name="tokenizer")
     app.add_typer(data_cmd.data_app, name="data")
+    app.command("train")(train_cmd.train)
     app.command("generate")(generate_cmd.generate)
 
 

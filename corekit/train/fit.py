@@ -1,0 +1,109 @@
+"""``corekit train``: the tokenizer and data stages, then a Lightning ``Trainer.fit``.
+
+The run directory receives Lightning checkpoints (``checkpoints/``, ``last.ckpt`` for
+``--resume``), ``metrics.csv`` (Lightning's CSVLogger) and, at the end, the final weights as
+``model.safetensors``. Checkpoints are loaded with ``weights_only=True``: nothing pickled runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from corekit.errors import CorekitError
+from corekit.rundir import RunDir, ensure_tokenizer, file_sha256
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    weights: Path
+    metrics: dict[str, float]
+    steps: int
+
+
+def _check_checkpoint(path: Path) -> None:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle opcodes, ...
+        raise CorekitError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); nothing was changed. "
+            "Delete it to resume from an earlier checkpoint in the same folder, or start a new --run-dir."
+        ) from None
+
+
+def _resume_from(run: RunDir, resume: bool) -> Path | None:
+    ckpt_dir = run.path / "checkpoints"
+    existing = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
+    if not resume:
+        if existing:
+            raise CorekitError(
+                f"{ckpt_dir} already holds checkpoints; pass --resume to continue that run, "
+                "or use another --run-dir to start afresh (nothing was changed)"
+            )
+        return None
+    last = ckpt_dir / "last.ckpt"
+    if not last.is_file():
+        raise CorekitError(f"--resume: {last} does not exist; train without --resume first")
+    _check_checkpoint(last)
+    return last
+
+
+def train(
+    spec,
+    run: RunDir,
+    registry,
+    *,
+    resume: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train the spec's model in ``run``; returns the final weights path and metrics."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from corekit.assemble import build_model
+    from corekit.data.datamodule import TokenDataModule
+    from corekit.data.shards import prepare_shards
+    from corekit.train.module import LanguageModelTask
+    from corekit.weights import save_weights
+
+    ckpt_path = _resume_from(run, resume)  # before any stage writes: a refusal changes nothing
+    tokenizer, _ = ensure_tokenizer(spec, run, registry)
+    prepare_shards(run.data, spec.data, tokenizer, file_sha256(run.tokenizer), workers=workers)
+
+    t = spec.train
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    model = build_model(spec, registry)
+    if t.compile:
+        model = torch.compile(model)
+    task = LanguageModelTask(model, spec, registry)
+    data = TokenDataModule(
+        run.data, spec.model.context_length, t.batch_size, seed=t.seed, num_workers=t.num_workers,
+        train_samples=t.max_steps * t.batch_size * t.accumulate, val_windows=spec.data.val_windows,
+    )
+    cpu_only = not torch.cuda.is_available()
+    kwargs: dict[str, Any] = dict(
+        accelerator="auto", strategy=t.strategy, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
+        max_steps=t.max_steps, accumulate_grad_batches=t.accumulate, gradient_clip_val=t.grad_clip or None,
+        val_check_interval=t.eval_every * t.accumulate, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every, logger=CSVLogger(run.path, name="", version=""),
+        callbacks=[ModelCheckpoint(dirpath=run.path / "checkpoints", filename="{step}", save_last=True,
+                                   save_top_k=-1, every_n_train_steps=t.checkpoint_every)],
+        deterministic=cpu_only, enable_progress_bar=progress, enable_model_summary=False,
+    )
+    kwargs.update(trainer_kwargs or {})
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)
+    trainer.validate(task, datamodule=data, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    weights = run.path / "model.safetensors"
+    if trainer.is_global_zero:
+        save_weights(getattr(model, "_orig_mod", model), spec, registry, weights)
+    return TrainResult(weights, metrics, trainer.global_step)

@@ -1,0 +1,140 @@
+"""Training with Lightning: the loop learns, the run directory, checkpoints and resume."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from helpers import model_section, run_cli, tiny_model
+
+from corekit.errors import CorekitError
+from corekit.train.module import LanguageModelTask, NonFiniteLossError
+
+WORDS = "the of and to in is was for on that with as by at from alpha beta gamma delta".split()
+
+
+def test_a_tiny_model_overfits_a_fixed_batch(registry):
+    from corekit.spec import load_spec
+
+    spec = load_spec({"model": model_section(), "train": {
+        "max_steps": 150, "optimizer": {"name": "adamw", "lr": 1e-2, "weight_decay": 0.0},
+        "scheduler": {"name": "constant", "warmup_steps": 5}}}, registry=registry)
+    model = tiny_model(registry)
+    torch.manual_seed(0)
+    batch = torch.randint(0, 64, (4, 17))
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs.repeat(150, 1), targets.repeat(150, 1)), batch_size=4)
+    task = LanguageModelTask(model, spec, registry)
+    before = task.loss((inputs, targets)).item()
+    L.Trainer(max_steps=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(task, loader)
+    after = task.loss((inputs, targets)).item()
+    assert before > 3.5  # about ln(64) at initialisation
+    assert after < 0.05
+
+
+def test_a_non_finite_loss_stops_training(registry):
+    from corekit.spec import load_spec
+
+    spec = load_spec({"model": model_section()}, registry=registry)
+    model = tiny_model(registry)
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    task = LanguageModelTask(model, spec, registry)
+    batch = torch.randint(0, 64, (2, 8))
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        task.training_step((batch, batch), 0)
+
+
+def write_spec(tmp_path: Path, **train) -> Path:
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"{i:03d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(60)) + "\n")
+    train = {"max_steps": 6, "batch_size": 4, "eval_every": 3, "checkpoint_every": 3, "log_every": 1, **train}
+    lines = ["[model]", "context_length = 32", "d_model = 32", "n_layers = 2",
+             "[model.attention]", "n_heads = 4", "[data]", f'paths = ["{corpus}"]', "val_fraction = 0.2",
+             "[train]", *[f"{k} = {v}" for k, v in train.items()],
+             "[train.optimizer]", 'name = "adamw"', "lr = 3e-3"]
+    path = tmp_path / "spec.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_train_writes_the_run_directory_and_resumes(capsys, tmp_path):
+    spec, run = write_spec(tmp_path), tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", str(spec), "--run-dir", str(run), "-j", "1")
+    assert code == 0, err
+    assert "trained 6 steps" in out and "val loss" in out
+    for name in ("spec.toml", "tokenizer.json", "data/manifest.json", "metrics.csv", "model.safetensors",
+                 "checkpoints/last.ckpt", "checkpoints/step=3.ckpt", "checkpoints/step=6.ckpt"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    val = [float(r["val_loss"]) for r in rows if r.get("val_loss")]
+    assert len(val) >= 2 and all(v == v for v in val)
+
+    # the final weights are the trained model's: equal to the last checkpoint's state
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run / "model.safetensors"))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    for key, value in weights.items():
+        torch.testing.assert_close(value, ckpt["state_dict"][f"model.{key}"])
+
+    # generating from the run uses those weights (deterministic, greedy)
+    code, first, _ = run_cli(capsys, "generate", str(run), "-p", "the", "-n", "8", "--temperature", "0")
+    assert code == 0
+    code, random_init, _ = run_cli(capsys, "generate", str(spec), "--run-dir", str(tmp_path / "none"),
+                                   "-p", "the", "-n", "8", "--temperature", "0")
+    assert first != random_init
+
+    # a second run without --resume refuses and changes nothing
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    code, _, err = run_cli(capsys, "train", str(spec), "--run-dir", str(run))
+    assert code == 2 and "--resume" in err and "Traceback" not in err
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
+
+    # --resume continues from step 6 to the new max_steps
+    code, out, err = run_cli(capsys, "train", str(spec), "--run-dir", str(run), "--resume", "--set", "train.max_steps=9")
+    assert code == 0, err
+    assert "trained 9 steps" in out
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_corrupt_checkpoint_is_a_clear_error_and_changes_nothing(capsys, tmp_path, damage):
+    spec, run = write_spec(tmp_path, max_steps=3), tmp_path / "run"
+    assert run_cli(capsys, "train", str(spec), "--run-dir", str(run), "-j", "1")[0] == 0
+    last = run / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint" * 100)
+    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, _, err = run_cli(capsys, "train", str(spec), "--run-dir", str(run), "--resume", "--set", "train.max_steps=6")
+    assert code == 2 and "last.ckpt" in err and "unreadable" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
+
+
+def test_resume_without_a_checkpoint(capsys, tmp_path):
+    spec = write_spec(tmp_path)
+    code, _, err = run_cli(capsys, "train", str(spec), "--run-dir", str(tmp_path / "run"), "--resume", "-j", "1")
+    assert code == 2 and "does not exist" in err
+
+
+def test_weights_that_do_not_fit_the_spec(registry, tmp_path):
+    from corekit.spec import load_spec
+    from corekit.weights import load_weights, save_weights
+
+    spec = load_spec({"model": model_section()}, registry=registry)
+    path = save_weights(tiny_model(registry), spec, registry, tmp_path / "w.safetensors")
+    with pytest.raises(CorekitError, match="does not fit"):
+        load_weights(tiny_model(registry, n_layers=3), path)
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(CorekitError, match="cannot read weights"):
+        load_weights(tiny_model(registry), tmp_path / "bad.safetensors")
