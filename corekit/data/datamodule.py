@@ -4,6 +4,11 @@ Train windows come from :class:`~corekit.data.windows.TrainWindows` (seeded, a p
 of the index) through a plain sequential sampler; under a distributed strategy Lightning
 swaps in a ``DistributedSampler``, which hands each rank disjoint indices and so disjoint
 windows. Validation uses a fixed set of windows.
+
+Exact resume: Lightning does not restore a dataloader's position inside an epoch, so when
+the train dataloader is built for a resumed run (after the checkpoint restored the global
+step), the dataset starts at index ``global_step * accumulate * batch_size * world_size``.
+Rank ``r`` then draws, at every step, exactly the windows an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class TokenDataModule(L.LightningDataModule):
         train_samples: int | None = None,
         val_windows: int = 64,
         check_hash: bool = True,
+        accumulate: int = 1,
     ) -> None:
         """
         Args:
@@ -43,12 +49,14 @@ class TokenDataModule(L.LightningDataModule):
             val_windows: most validation windows.
             check_hash: verify every shard's sha256 at setup, so a damaged shard is never read
                 (sizes are always checked); turn off to skip reading hundreds of GB at start.
+            accumulate: micro-batches per optimizer step (to find where a resumed run starts).
         """
         super().__init__()
         self.data_dir = Path(data_dir)
         self.context_length, self.batch_size = context_length, batch_size
         self.seed, self.num_workers = seed, num_workers
         self.train_samples, self.val_windows, self.check_hash = train_samples, val_windows, check_hash
+        self.accumulate = accumulate
         self.train_set: TrainWindows | None = None
         self.val_set: ValWindows | None = None
 
@@ -72,6 +80,9 @@ class TokenDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # a resumed run continues at the next unseen window
+            self.train_set.offset = trainer.global_step * self.accumulate * self.batch_size * trainer.world_size
         return self._loader(self.train_set, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:

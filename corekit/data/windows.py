@@ -92,9 +92,12 @@ def _window(tokens: np.ndarray, start: int, length: int) -> tuple[torch.Tensor, 
 
 
 class TrainWindows(Dataset):
-    """Seeded random windows: item ``i`` is a pure function of ``(seed, i)``."""
+    """Seeded random windows: item ``i`` is window ``offset + i``, a pure function of the seed
+    and that index. ``offset`` lets a resumed run start where the interrupted one stopped."""
 
-    def __init__(self, shards: ShardSet, context_length: int, seed: int, num_samples: int | None = None) -> None:
+    def __init__(
+        self, shards: ShardSet, context_length: int, seed: int, num_samples: int | None = None, offset: int = 0
+    ) -> None:
         self.shards, self.length, self.seed = shards, context_length, seed
         # room for a shift of up to length - 1 tokens and the one extra target token
         counts = [max(0, (e["tokens"] - context_length) // context_length) for e in shards.entries]
@@ -107,9 +110,10 @@ class TrainWindows(Dataset):
                 f"{context_length} (+1); add documents or lower model.context_length"
             )
         self.num_samples = num_samples or self.n_chunks
+        self.offset = offset
 
     def __len__(self) -> int:
-        return self.num_samples
+        return max(0, self.num_samples - self.offset)
 
     def locate(self, index: int) -> tuple[int, int]:
         """``(shard, start token)`` of window ``index``."""
@@ -121,9 +125,9 @@ class TrainWindows(Dataset):
         return shard, key % self.length + within * self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.num_samples:
+        if not 0 <= index < len(self):
             raise IndexError(index)
-        shard, start = self.locate(index)
+        shard, start = self.locate(self.offset + index)
         return _window(self.shards.tokens(shard), start, self.length)
 
 

@@ -53,6 +53,13 @@ def _resume_from(run: RunDir, resume: bool) -> Path | None:
     return last
 
 
+def _world_size(t) -> int:
+    """Processes the run trains on (devices x nodes), as far as the spec says."""
+    if isinstance(t.devices, int):
+        return t.devices * t.num_nodes
+    return max(1, torch.cuda.device_count()) * t.num_nodes if torch.cuda.is_available() else t.num_nodes
+
+
 def train(
     spec,
     run: RunDir,
@@ -86,14 +93,16 @@ def train(
     task = LanguageModelTask(model, spec, registry)
     data = TokenDataModule(
         run.data, spec.model.context_length, t.batch_size, seed=t.seed, num_workers=t.num_workers,
-        train_samples=t.max_steps * t.batch_size * t.accumulate, val_windows=spec.data.val_windows,
+        train_samples=t.max_steps * t.batch_size * t.accumulate * _world_size(t), val_windows=spec.data.val_windows,
+        accumulate=t.accumulate,
     )
     cpu_only = not torch.cuda.is_available()
     kwargs: dict[str, Any] = dict(
         accelerator="auto", strategy=t.strategy, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
         max_steps=t.max_steps, accumulate_grad_batches=t.accumulate, gradient_clip_val=t.grad_clip or None,
         val_check_interval=t.eval_every * t.accumulate, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        log_every_n_steps=t.log_every, logger=CSVLogger(run.path, name="", version=""),
+        log_every_n_steps=t.log_every,
+        logger=CSVLogger(run.path, name="", version="", flush_logs_every_n_steps=t.log_every),
         callbacks=[ModelCheckpoint(dirpath=run.path / "checkpoints", filename="{step}", save_last=True,
                                    save_top_k=-1, every_n_train_steps=t.checkpoint_every)],
         deterministic=cpu_only, enable_progress_bar=progress, enable_model_summary=False,

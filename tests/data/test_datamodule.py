@@ -322,3 +322,12 @@ def test_the_datamodule_plugs_into_a_lightning_fit_loop(data_dir):
     assert module.seen[0].shape == (4, L)
     expected = torch.stack([dm.train_set[i][0] for i in range(4, 8)])
     assert torch.equal(module.seen[1], expected)
+
+
+def test_an_offset_continues_the_same_stream(data_dir):
+    """A resumed run's dataset (offset k) serves exactly items k, k+1, ... of the full one."""
+    full = TrainWindows(ShardSet(data_dir, "train"), L, seed=3, num_samples=200)
+    resumed = TrainWindows(ShardSet(data_dir, "train"), L, seed=3, num_samples=200, offset=72)
+    assert len(resumed) == 128
+    for i in range(0, 128, 7):
+        assert torch.equal(resumed[i][0], full[72 + i][0])

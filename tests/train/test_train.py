@@ -138,3 +138,55 @@ def test_weights_that_do_not_fit_the_spec(registry, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
     with pytest.raises(CorekitError, match="cannot read weights"):
         load_weights(tiny_model(registry), tmp_path / "bad.safetensors")
+
+
+def _losses(metrics_csv: Path) -> dict[int, float]:
+    """step -> train loss (the last row logged for a step wins, as after a resume)."""
+    out = {}
+    for row in csv.DictReader(metrics_csv.open()):
+        if row.get("train_loss"):
+            out[int(row["step"])] = float(row["train_loss"])
+    return out
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    """Killed mid-run and resumed, every logged loss after the resume point equals the
+    uninterrupted run's (CPU, fp32), because the batches are a pure function of the step."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("corekit", path=str(Path(sys.executable).parent)) or shutil.which("corekit")
+    spec = write_spec(tmp_path, max_steps=16, checkpoint_every=4, eval_every=8, log_every=1)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([exe, "train", str(spec), "--run-dir", str(whole), "-j", "1"], check=True, env=env,
+                   capture_output=True)
+
+    proc = subprocess.Popen([exe, "train", str(spec), "--run-dir", str(killed), "-j", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step=8.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()  # really interrupted
+
+    subprocess.run([exe, "train", str(spec), "--run-dir", str(killed), "--resume"], check=True, env=env,
+                   capture_output=True)
+    a, b = _losses(whole / "metrics.csv"), _losses(killed / "metrics.csv")
+    resumed_from = torch.load(killed / "checkpoints" / "step=8.ckpt", weights_only=True)["global_step"]
+    after = [s for s in a if s >= resumed_from]
+    assert len(after) >= 6
+    for step in after:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(whole / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], atol=1e-6, rtol=0)
