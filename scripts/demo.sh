@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# The end-to-end demo (main job). Until training lands it validates and sizes every
-# example spec, generates from randomly initialised models, and prepares the tokenizer
-# and token shards of the embedded corpus.
+# The end-to-end demo (main job): train the tiny spec on the embedded corpus with every stage
+# (tokenizer, data, train, eval, samples), then show the other commands on the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run() { echo; echo "\$ $*"; "$@"; }
-run corekit plugins
+run corekit plugins --kind attention
 for spec in examples/tiny.toml examples/llama-style.toml examples/gpt2-small.toml; do
   run corekit spec validate "$spec"
 done
 run corekit spec show examples/tiny.toml
-run corekit generate examples/tiny.toml --prompt "def fibonacci(n):" --max-new-tokens 48 --seed 0
-run corekit generate examples/llama-style.toml --prompt "Hello" --prompt "import os" --max-new-tokens 24 --temperature 0
-# the data path: tokenizer and token shards of the embedded corpus (a re-run does no work)
-run corekit data prepare examples/tiny.toml
-run corekit data prepare examples/tiny.toml
+# the main job: every stage of the tiny spec (a re-run skips the finished stages)
+run corekit run examples/tiny.toml
+run corekit eval runs/tiny
+run corekit generate runs/tiny --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
+run corekit run examples/tiny.toml
+# a BPE tokenizer for the same corpus, in a run of its own
 run corekit tokenizer train examples/tiny.toml --set tokenizer.name=bpe --set tokenizer.vocab_size=4096 --run-dir runs/tiny-bpe
-run corekit generate runs/tiny-bpe --prompt "import os" --max-new-tokens 16 --temperature 0
+echo; echo "loss curves: runs/tiny/curves.png, metrics: runs/tiny/metrics.csv, weights: runs/tiny/model.safetensors"

@@ -44,13 +44,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _register_commands() -> None:
-    from corekit.cli import data_cmd, generate_cmd, plugins_cmd, spec_cmd, train_cmd
+    from corekit.cli import data_cmd, generate_cmd, plugins_cmd, run_cmd, spec_cmd, train_cmd
 
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(spec_cmd.app, name="spec")
     app.add_typer(data_cmd.tokenizer_app, name="tokenizer")
     app.add_typer(data_cmd.data_app, name="data")
     app.command("train")(train_cmd.train)
+    app.command("eval")(run_cmd.evaluate)
+    app.command("run")(run_cmd.run)
     app.command("generate")(generate_cmd.generate)
 
 
@@ -60,6 +62,8 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; exit 2 with a readable message on any user error."""
     warnings.showwarning = _show_warning
+    # torch's own deprecation inside Lightning's internals: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     try:
         app(args=argv, prog_name="corekit")
     except CorekitError as exc:

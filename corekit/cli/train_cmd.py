@@ -20,7 +20,7 @@ def train(
     from corekit.rundir import RunDir
     from corekit.spec import load_spec
     from corekit.train.fit import train as run_training
-    from corekit.train.module import perplexity
+    from corekit.train.evaluate import perplexity
 
     registry = get_registry()
     spec = load_spec(spec_file, set_, registry)

@@ -1,8 +1,9 @@
 """``corekit train``: the tokenizer and data stages, then a Lightning ``Trainer.fit``.
 
 The run directory receives Lightning checkpoints (``checkpoints/``, ``last.ckpt`` for
-``--resume``), ``metrics.csv`` (Lightning's CSVLogger) and, at the end, the final weights as
-``model.safetensors``. Checkpoints are loaded with ``weights_only=True``: nothing pickled runs.
+``--resume``), ``metrics.csv`` (merged from Lightning's CSVLogger, one log per session, see
+:mod:`corekit.train.curves`), ``curves.png`` (redrawn after each validation) and, at the end,
+the final weights as ``model.safetensors``. Checkpoints are loaded with ``weights_only=True``: nothing pickled runs.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def train(
     from corekit.assemble import build_model
     from corekit.data.datamodule import TokenDataModule
     from corekit.data.shards import prepare_shards
+    from corekit.train.curves import CurvesCallback, refresh
     from corekit.train.module import LanguageModelTask
     from corekit.weights import save_weights
 
@@ -102,9 +104,10 @@ def train(
         max_steps=t.max_steps, accumulate_grad_batches=t.accumulate, gradient_clip_val=t.grad_clip or None,
         val_check_interval=t.eval_every * t.accumulate, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         log_every_n_steps=t.log_every,
-        logger=CSVLogger(run.path, name="", version="", flush_logs_every_n_steps=t.log_every),
+        logger=CSVLogger(run.path, name="logs", flush_logs_every_n_steps=t.log_every),  # one version per session
         callbacks=[ModelCheckpoint(dirpath=run.path / "checkpoints", filename="{step}", save_last=True,
-                                   save_top_k=-1, every_n_train_steps=t.checkpoint_every)],
+                                   save_top_k=-1, every_n_train_steps=t.checkpoint_every),
+                   CurvesCallback(run.path)],
         deterministic=cpu_only, enable_progress_bar=progress, enable_model_summary=False,
     )
     kwargs.update(trainer_kwargs or {})
@@ -112,6 +115,8 @@ def train(
     trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)
     trainer.validate(task, datamodule=data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:
+        refresh(trainer, run.path)
     weights = run.path / "model.safetensors"
     if trainer.is_global_zero:
         save_weights(getattr(model, "_orig_mod", model), spec, registry, weights)

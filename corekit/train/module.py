@@ -7,7 +7,6 @@ and LR schedule are the spec's plugins, the schedule stepped once per optimizer 
 
 from __future__ import annotations
 
-import math
 import time
 
 import lightning as L
@@ -76,7 +75,3 @@ class LanguageModelTask(L.LightningModule):
         scheduler = self.registry.build("scheduler", train.scheduler, optimizer, train.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-
-def perplexity(loss: float) -> float:
-    """exp(loss), or inf when that overflows."""
-    return math.exp(loss) if loss < 700 else math.inf

@@ -190,3 +190,66 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     wa, wb = load_file(str(whole / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_run_does_every_stage_then_skips_them(capsys, tmp_path):
+    spec, run = write_spec(tmp_path, max_steps=4, eval_every=2), tmp_path / "run"
+    code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(run), "-j", "1")
+    assert code == 0, err
+    assert "val loss before training" in out and "sample: 'def '" in out
+    for name in ("tokenizer.json", "data/manifest.json", "model.safetensors", "metrics.csv", "curves.png"):
+        assert (run / name).is_file(), name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import re
+
+    before = float(re.search(r"val loss before training\W+([\d.]+)", out).group(1))
+    after = float(re.search(r"\bval loss\W+([\d.]+) \(perplexity", out).group(1))
+    assert after < before  # the model learned something in 4 steps
+    stamp = (run / "model.safetensors").stat().st_mtime_ns
+    code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(run), "-j", "1")
+    assert code == 0 and "skipped" in err and "before training" not in out
+    assert (run / "model.safetensors").stat().st_mtime_ns == stamp
+
+    code, out, _ = run_cli(capsys, "eval", str(run))
+    assert code == 0 and f"val loss {after:.4f}" in out
+
+
+def test_eval_needs_a_trained_run(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "eval", str(tmp_path))
+    assert code == 2 and "model.safetensors" in err
+
+
+def test_validation_loss_is_mean_token_cross_entropy(registry, tmp_path):
+    """Against a hand computation over the same windows."""
+    import torch.nn.functional as F
+
+    from corekit.data.windows import ShardSet, ValWindows
+    from corekit.spec import load_spec
+    from corekit.train.evaluate import validation_loss
+    from corekit.rundir import RunDir, ensure_tokenizer, file_sha256
+    from corekit.data.shards import prepare_shards
+
+    spec_path = write_spec(tmp_path)
+    spec = load_spec(spec_path, registry=registry)
+    run = RunDir(tmp_path / "run")
+    tok, _ = ensure_tokenizer(spec, run, registry)
+    prepare_shards(run.data, spec.data, tok, file_sha256(run.tokenizer), workers=1)
+    model = tiny_model(registry, vocab_size=257)
+    got = validation_loss(model, run.data, 32, max_windows=5, batch_size=2)
+    windows = ValWindows(ShardSet(run.data, "val"), 32, 5)
+    losses = [F.cross_entropy(model(x[None])[0], y, reduction="sum").item() for x, y in windows]
+    assert got == pytest.approx(sum(losses) / (32 * len(windows)), rel=1e-5)
+
+
+def test_sessions_merge_into_one_metrics_file(tmp_path):
+    """A resumed session's rows follow the first session's, and replace its rows for a step."""
+    from corekit.train.curves import merge_sessions, read_metrics
+
+    for version, rows in ((0, "step,train_loss\n1,5.0\n2,4.0\n3,3.5\n"), (1, "step,train_loss,val_loss\n3,3.0,\n4,2.5,2.6\n")):
+        path = tmp_path / "logs" / f"version_{version}" / "metrics.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text(rows)
+    series = read_metrics(merge_sessions(tmp_path))
+    assert series["train_loss"] == {1: 5.0, 2: 4.0, 3: 3.0, 4: 2.5}
+    assert series["val_loss"] == {4: 2.6}

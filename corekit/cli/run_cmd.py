@@ -1,0 +1,104 @@
+"""``corekit run`` (every stage a spec names, in order) and ``corekit eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+SAMPLE_PROMPTS = ["def ", "import ", "The "]
+
+
+def _model_of(spec, registry, run, seed: int):
+    import torch
+
+    from corekit.assemble import build_model
+    from corekit.weights import load_weights
+
+    torch.manual_seed(seed)
+    model = build_model(spec, registry)
+    weights = run.path / "model.safetensors"
+    if weights.is_file():
+        load_weights(model, weights)
+    return model
+
+
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a trained run directory"),
+    windows: int = typer.Option(64, "--windows", help="validation windows to score"),
+) -> None:
+    """Validation loss and perplexity of a run's model on its fixed val windows."""
+    from corekit.errors import CorekitError
+    from corekit.plugins import get_registry
+    from corekit.rundir import RunDir
+    from corekit.spec import load_spec
+    from corekit.train.evaluate import perplexity, validation_loss
+
+    run = RunDir(run_dir)
+    if not (run.path / "model.safetensors").is_file():
+        raise CorekitError(f"{run.path} has no model.safetensors; train it first (corekit train)")
+    registry = get_registry()
+    spec = load_spec(run.spec, registry=registry)
+    loss = validation_loss(_model_of(spec, registry, run, spec.train.seed), run.data, spec.model.context_length,
+                           max_windows=windows)
+    typer.echo(f"{run.path}: val loss {loss:.4f}, perplexity {perplexity(loss):.2f} ({windows} windows max)")
+
+
+def run(
+    spec_file: Path = typer.Argument(..., help="a run spec"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="the run directory (default: runs/<spec file stem>)"),
+    set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set train.max_steps=50"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="tokenizer processes for data prepare"),
+) -> None:
+    """Every stage in order: tokenizer, data, train, eval, samples; finished stages are skipped."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from corekit.data.shards import prepare_shards
+    from corekit.generation import generate
+    from corekit.plugins import get_registry
+    from corekit.rundir import RunDir, ensure_tokenizer, file_sha256
+    from corekit.spec import load_spec
+    from corekit.train.evaluate import perplexity, validation_loss
+    from corekit.train.fit import train
+
+    console = Console(stderr=True)
+    registry = get_registry()
+    spec = load_spec(spec_file, set_, registry)
+    run_ = RunDir.for_spec(spec_file, run_dir)
+    t = spec.train
+
+    console.print(f"[bold]tokenizer[/] -> {run_.tokenizer}")
+    tokenizer, trained = ensure_tokenizer(spec, run_, registry)
+    console.print(f"  {'trained' if trained else 'kept'} {spec.tokenizer.name}, {tokenizer.vocab_size} ids")
+    console.print(f"[bold]data[/] -> {run_.data}")
+    result = prepare_shards(run_.data, spec.data, tokenizer, file_sha256(run_.tokenizer), workers=workers)
+    stats = result.manifest["stats"]
+    console.print(f"  {'unchanged' if result.skipped else 'prepared'}: {stats['train']['tokens']:,} train and "
+                  f"{stats['val']['tokens']:,} val tokens")
+
+    weights = run_.path / "model.safetensors"
+    before = None
+    if weights.is_file():
+        console.print(f"[bold]train[/]: {weights} exists; skipped")
+    else:
+        before = validation_loss(_model_of(spec, registry, run_, t.seed), run_.data, spec.model.context_length,
+                                 max_windows=spec.data.val_windows)
+        resume = (run_.path / "checkpoints" / "last.ckpt").is_file()
+        console.print(f"[bold]train[/]: {t.max_steps} steps" + (" (resuming)" if resume else ""))
+        train(spec, run_, registry, resume=resume, workers=workers)
+
+    model = _model_of(spec, registry, run_, t.seed)
+    after = validation_loss(model, run_.data, spec.model.context_length, max_windows=spec.data.val_windows)
+    table = Table(title=f"{run_.path}", title_justify="left", show_header=False)
+    if before is not None:
+        table.add_row("val loss before training", f"{before:.4f} (perplexity {perplexity(before):.2f})")
+    table.add_row("val loss", f"{after:.4f} (perplexity {perplexity(after):.2f})")
+    samples = generate(model, SAMPLE_PROMPTS, tokenizer=tokenizer, max_new_tokens=64, temperature=0.8,
+                       top_k=50, stop_tokens=[tokenizer.eot_id], seed=t.seed)
+    out = Console()
+    out.print(table)
+    for prompt, text in zip(SAMPLE_PROMPTS, samples, strict=True):
+        out.rule(f"sample: {prompt!r}")
+        out.print(prompt + text, markup=False, highlight=False)
