@@ -253,3 +253,41 @@ def test_sessions_merge_into_one_metrics_file(tmp_path):
     series = read_metrics(merge_sessions(tmp_path))
     assert series["train_loss"] == {1: 5.0, 2: 4.0, 3: 3.0, 4: 2.5}
     assert series["val_loss"] == {4: 2.6}
+
+
+@pytest.mark.slow
+def test_run_the_tiny_example_end_to_end(capsys, tmp_path):
+    """The main job's spec, shortened: corekit run examples/tiny.toml on the embedded corpus."""
+    spec = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
+    code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(tmp_path / "tiny"), "-j", "1",
+                             "--set", "train.max_steps=4", "--set", "train.batch_size=4",
+                             "--set", "train.eval_every=2", "--set", "data.max_documents=60",
+                             "--set", "data.val_windows=8")
+    assert code == 0, err
+    assert "val loss before training" in out and (tmp_path / "tiny" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_accumulating_k_micro_batches_equals_one_k_times_larger_batch(registry, optimizer):
+    from corekit.spec import load_spec
+
+    spec = load_spec({"model": model_section(), "train": {
+        "max_steps": 2, "optimizer": {"name": optimizer, "lr": 0.05, "weight_decay": 0.0},
+        "scheduler": "constant"}}, registry=registry)
+    torch.manual_seed(1)
+    data = torch.randint(0, 64, (16, 17))
+    inputs, targets = data[:, :-1], data[:, 1:]
+
+    def trained(batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
+        model = tiny_model(registry)  # the same initial weights each time
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, targets), batch_size=batch_size)
+        L.Trainer(max_steps=2, accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, deterministic=True).fit(
+            LanguageModelTask(model, spec, registry), loader)
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    one, four = trained(8, 1), trained(2, 4)
+    untouched = tiny_model(registry).state_dict()
+    assert any(not torch.equal(one[k], untouched[k]) for k in one)  # the steps changed the weights
+    for key in one:
+        torch.testing.assert_close(four[key], one[key], atol=1e-5, rtol=1e-4)
