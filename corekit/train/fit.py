@@ -110,6 +110,8 @@ def train(
                    CurvesCallback(run.path)],
         deterministic=cpu_only, enable_progress_bar=progress, enable_model_summary=False,
     )
+    if registry.plugin_manager is not None:  # plugins' callbacks (the corekit_trainer_callbacks hook)
+        kwargs["callbacks"] += [cb for cbs in registry.plugin_manager.hook.corekit_trainer_callbacks(spec=spec) for cb in cbs]
     kwargs.update(trainer_kwargs or {})
     trainer = L.Trainer(**kwargs)
     trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)

@@ -291,3 +291,74 @@ def test_accumulating_k_micro_batches_equals_one_k_times_larger_batch(registry, 
     assert any(not torch.equal(one[k], untouched[k]) for k in one)  # the steps changed the weights
     for key in one:
         torch.testing.assert_close(four[key], one[key], atol=1e-5, rtol=1e-4)
+
+
+PROBE = '''
+"""A plugin whose trainer callback records, per rank, each batch and the weights after each step."""
+import hashlib
+import json
+import os
+
+import lightning as L
+
+from corekit import hookimpl
+
+
+class Probe(L.Callback):
+    def _write(self, trainer, record):
+        with open(os.path.join(os.environ["PROBE_DIR"], f"rank{trainer.global_rank}.jsonl"), "a") as fh:
+            fh.write(json.dumps(record) + "\\n")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        digest = hashlib.sha1(batch[0].cpu().numpy().tobytes()).hexdigest()
+        self._write(trainer, {"step": trainer.global_step, "batch": digest, "world": trainer.world_size})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        weights = sum(float(p.detach().double().sum()) for p in pl_module.parameters())
+        self._write(trainer, {"step": trainer.global_step, "weights": weights})
+
+
+@hookimpl
+def corekit_trainer_callbacks(spec):
+    return [Probe()]
+'''
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path):
+    """Lightning DDP (gloo) with 2 CPU processes: different data per rank, identical weights
+    after every step, and a checkpoint that loads in a single process."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("corekit", path=str(Path(sys.executable).parent)) or shutil.which("corekit")
+    spec = write_spec(tmp_path, max_steps=3, eval_every=3, checkpoint_every=3,
+                      strategy='"ddp"', devices=2)
+    (tmp_path / "ddp_probe.py").write_text(PROBE)
+    (tmp_path / "registry.toml").write_text('modules = ["./ddp_probe.py"]\n')
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    env = {**os.environ, "PROBE_DIR": str(probe), "COREKIT_REGISTRY": str(tmp_path / "registry.toml")}
+    proc = subprocess.run([exe, "train", str(spec), "--run-dir", str(tmp_path / "run"), "-j", "1"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    records = {r: [json.loads(line) for line in (probe / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}
+    batches = {r: [x["batch"] for x in records[r] if "batch" in x] for r in (0, 1)}
+    weights = {r: [x["weights"] for x in records[r] if "weights" in x] for r in (0, 1)}
+    assert all(x.get("world", 2) == 2 for x in records[0])
+    assert len(batches[0]) == len(batches[1]) == 3
+    assert not set(batches[0]) & set(batches[1])  # each rank sees its own windows
+    assert len(weights[0]) == 3
+    for w0, w1 in zip(weights[0], weights[1], strict=True):
+        assert w0 == pytest.approx(w1, rel=1e-12, abs=1e-9)  # gradients were all-reduced
+    assert len(set(weights[0])) == 3  # and the weights really changed at each step
+
+    # the checkpoint and the final weights load in a single process
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 3
+    proc = subprocess.run([exe, "eval", str(tmp_path / "run")], env={**os.environ}, capture_output=True, text=True)
+    assert proc.returncode == 0 and "val loss" in proc.stdout
