@@ -54,6 +54,14 @@ def _resume_from(run: RunDir, resume: bool) -> Path | None:
     return last
 
 
+def _sample_prompt(data_dir: Path, context_length: int, length: int = 16) -> list[int]:
+    """The first tokens of the first validation window: a prompt the corpus itself offers."""
+    from corekit.data.windows import ShardSet, ValWindows
+
+    inputs, _ = ValWindows(ShardSet(data_dir, "val", check_hash=False), context_length, 1)[0]
+    return inputs[: min(length, context_length // 2)].tolist()
+
+
 def _world_size(t) -> int:
     """Processes the run trains on (devices x nodes), as far as the spec says."""
     if isinstance(t.devices, int):
@@ -73,7 +81,7 @@ def train(
 ) -> TrainResult:
     """Train the spec's model in ``run``; returns the final weights path and metrics."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     from corekit.assemble import build_model
@@ -81,6 +89,7 @@ def train(
     from corekit.data.shards import prepare_shards
     from corekit.train.curves import CurvesCallback, refresh
     from corekit.train.module import LanguageModelTask
+    from corekit.train.samples import SampleCallback
     from corekit.weights import save_weights
 
     ckpt_path = _resume_from(run, resume)  # before any stage writes: a refusal changes nothing
@@ -107,7 +116,9 @@ def train(
         logger=CSVLogger(run.path, name="logs", flush_logs_every_n_steps=t.log_every),  # one version per session
         callbacks=[ModelCheckpoint(dirpath=run.path / "checkpoints", filename="{step}", save_last=True,
                                    save_top_k=-1, every_n_train_steps=t.checkpoint_every),
-                   CurvesCallback(run.path)],
+                   CurvesCallback(run.path), RichProgressBar(leave=True),
+                   SampleCallback(tokenizer, _sample_prompt(run.data, spec.model.context_length), run.path / "samples.txt",
+                                  seed=t.seed)],
         deterministic=cpu_only, enable_progress_bar=progress, enable_model_summary=False,
     )
     if registry.plugin_manager is not None:  # plugins' callbacks (the corekit_trainer_callbacks hook)

@@ -73,8 +73,11 @@ def test_train_writes_the_run_directory_and_resumes(capsys, tmp_path):
     assert code == 0, err
     assert "trained 6 steps" in out and "val loss" in out
     for name in ("spec.toml", "tokenizer.json", "data/manifest.json", "metrics.csv", "model.safetensors",
-                 "checkpoints/last.ckpt", "checkpoints/step=3.ckpt", "checkpoints/step=6.ckpt"):
+                 "checkpoints/last.ckpt", "checkpoints/step=3.ckpt", "checkpoints/step=6.ckpt", "curves.png",
+                 "samples.txt"):
         assert (run / name).is_file(), name
+    samples = (run / "samples.txt").read_text()
+    assert samples.count("--- step 3\n") == 1 and samples.count("--- step 6\n") == 1  # one per evaluation
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     val = [float(r["val_loss"]) for r in rows if r.get("val_loss")]
     assert len(val) >= 2 and all(v == v for v in val)
