@@ -27,8 +27,11 @@ def _model_of(spec, registry, run, seed: int):
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a trained run directory"),
     windows: int = typer.Option(64, "--windows", help="validation windows to score"),
+    data: Optional[Path] = typer.Option(None, "--data", help="JSONL of {prompt, reference}: adds BLEU and ROUGE-L"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="tokens generated per prompt (--data)"),
 ) -> None:
-    """Validation loss and perplexity of a run's model on its fixed val windows."""
+    """Validation loss and perplexity of a run's model; with --data, BLEU and ROUGE-L of its
+    greedy continuations against references."""
     from corekit.errors import CorekitError
     from corekit.plugins import get_registry
     from corekit.rundir import RunDir
@@ -40,9 +43,20 @@ def evaluate(
         raise CorekitError(f"{run.path} has no model.safetensors; train it first (corekit train)")
     registry = get_registry()
     spec = load_spec(run.spec, registry=registry)
-    loss = validation_loss(_model_of(spec, registry, run, spec.train.seed), run.data, spec.model.context_length,
-                           max_windows=windows)
+    pairs = None
+    if data is not None:
+        from corekit.train.evaluate import read_pairs
+
+        pairs = read_pairs(data)  # before any slow work: a bad file fails at once
+    model = _model_of(spec, registry, run, spec.train.seed)
+    loss = validation_loss(model, run.data, spec.model.context_length, max_windows=windows)
     typer.echo(f"{run.path}: val loss {loss:.4f}, perplexity {perplexity(loss):.2f} ({windows} windows max)")
+    if pairs is not None:
+        from corekit.train.evaluate import generation_scores
+
+        tokenizer = registry.build("tokenizer", spec.tokenizer).load(run.tokenizer)
+        scores = generation_scores(model, tokenizer, pairs, max_new_tokens)
+        typer.echo(f"{data}: {len(pairs)} pairs, BLEU {scores['bleu']:.4f}, ROUGE-L F1 {scores['rougeL']:.4f}")
 
 
 def run(

@@ -32,3 +32,44 @@ def validation_loss(model, data_dir: Path, context_length: int, *, max_windows: 
 def perplexity(loss: float) -> float:
     """exp(loss), or inf when that overflows."""
     return math.exp(loss) if loss < 700 else math.inf
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """``(prompt, reference)`` pairs from a JSONL file; errors name the file and line."""
+    import json
+
+    from corekit.errors import CorekitError
+
+    if not path.is_file():
+        raise CorekitError(f"--data {path} does not exist")
+    pairs = []
+    with path.open(encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorekitError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            missing = [k for k in ("prompt", "reference") if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+            if missing:
+                raise CorekitError(f"{path}:{lineno}: needs text fields 'prompt' and 'reference' (missing or not text: {', '.join(missing)})")
+            pairs.append((record["prompt"], record["reference"]))
+    if not pairs:
+        raise CorekitError(f"{path} holds no prompt/reference pairs")
+    return pairs
+
+
+def generation_scores(model, tokenizer, pairs: list[tuple[str, str]], max_new_tokens: int = 64) -> dict[str, float]:
+    """Greedy continuations of each prompt scored against its reference: corpus BLEU-4
+    (Papineni et al. 2002) and mean ROUGE-L F1 (Lin 2004), both from torchmetrics."""
+    from torchmetrics.text import BLEUScore, ROUGEScore
+
+    from corekit.generation import generate
+
+    outputs = generate(model, [p for p, _ in pairs], tokenizer=tokenizer, max_new_tokens=max_new_tokens,
+                       temperature=0, stop_tokens=[tokenizer.eot_id])
+    references = [r for _, r in pairs]
+    bleu = BLEUScore()(outputs, [[r] for r in references]).item()
+    rouge = ROUGEScore(rouge_keys=("rougeL",))(outputs, references)["rougeL_fmeasure"].item()
+    return {"bleu": bleu, "rougeL": rouge, "outputs": outputs}

@@ -365,3 +365,42 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert ckpt["global_step"] == 3
     proc = subprocess.run([exe, "eval", str(tmp_path / "run")], env={**os.environ}, capture_output=True, text=True)
     assert proc.returncode == 0 and "val loss" in proc.stdout
+
+
+def test_generation_scores_against_hand_computed_bleu_and_rouge(monkeypatch):
+    """BLEU-4 (5/6 * 3/5 * 2/4 * 1/3)^(1/4) = 0.5373 and ROUGE-L F1 5/6 (LCS of 5 of 6 words)
+    for 'the cat sat on the mat' against 'the cat sat on a mat'; identical text scores 1."""
+    import corekit.generation
+    from corekit.train.evaluate import generation_scores
+
+    replies = ["the cat sat on the mat", "a quick brown fox jumps over"]
+    monkeypatch.setattr(corekit.generation, "generate", lambda *args, **kwargs: list(replies))
+
+    class Tok:
+        eot_id = 0
+
+    scores = generation_scores(None, Tok(), [("p", "the cat sat on a mat")], 8)
+    assert scores["bleu"] == pytest.approx((5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25, abs=1e-4)
+    assert scores["rougeL"] == pytest.approx(5 / 6, abs=1e-4)
+    replies[:] = ["a quick brown fox jumps over"]
+    scores = generation_scores(None, Tok(), [("p", "a quick brown fox jumps over")], 8)
+    assert scores["bleu"] == pytest.approx(1.0) and scores["rougeL"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_eval_with_prompt_reference_pairs(capsys, tmp_path):
+    import json
+    import re
+
+    spec_path, run = write_spec(tmp_path, max_steps=3), tmp_path / "run"
+    assert run_cli(capsys, "train", str(spec_path), "--run-dir", str(run), "-j", "1")[0] == 0
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": p, "reference": "the of and to in"}) + "\n" for p in ("the", "of")))
+    code, out, err = run_cli(capsys, "eval", str(run), "--data", str(pairs), "-n", "8")
+    assert code == 0, err
+    found = re.search(r"2 pairs, BLEU ([\d.]+), ROUGE-L F1 ([\d.]+)", out)
+    assert found and all(0.0 <= float(v) <= 1.0 for v in found.groups())
+    for text, needle in [('{"prompt": "x"}\n', "bad.jsonl:1"), ("", "no prompt/reference pairs"), ("{oops\n", "not valid JSON")]:
+        (tmp_path / "bad.jsonl").write_text(text)
+        code, _, err = run_cli(capsys, "eval", str(run), "--data", str(tmp_path / "bad.jsonl"))
+        assert code == 2 and needle in err and "Traceback" not in err
