@@ -93,7 +93,11 @@ def _window(tokens: np.ndarray, start: int, length: int) -> tuple[torch.Tensor, 
 
 class TrainWindows(Dataset):
     """Seeded random windows: item ``i`` is window ``offset + i``, a pure function of the seed
-    and that index. ``offset`` lets a resumed run start where the interrupted one stopped."""
+    and that index. ``offset`` lets a resumed run start where the interrupted one stopped.
+
+    The length stays ``num_samples`` whatever the offset: Lightning restores its batch count
+    inside the epoch, and a shorter dataset would end that epoch early and start it again.
+    """
 
     def __init__(
         self, shards: ShardSet, context_length: int, seed: int, num_samples: int | None = None, offset: int = 0
@@ -113,7 +117,7 @@ class TrainWindows(Dataset):
         self.offset = offset
 
     def __len__(self) -> int:
-        return max(0, self.num_samples - self.offset)
+        return self.num_samples
 
     def locate(self, index: int) -> tuple[int, int]:
         """``(shard, start token)`` of window ``index``."""

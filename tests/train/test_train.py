@@ -404,3 +404,22 @@ def test_eval_with_prompt_reference_pairs(capsys, tmp_path):
         (tmp_path / "bad.jsonl").write_text(text)
         code, _, err = run_cli(capsys, "eval", str(run), "--data", str(tmp_path / "bad.jsonl"))
         assert code == 2 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_resume_from_an_early_checkpoint_matches_an_uninterrupted_run(capsys, tmp_path):
+    """Resume at step 4 of 16 (a constant LR, so a 4-step session follows the same schedule):
+    every later loss equals the uninterrupted run's. With a dataset shortened by the resume
+    offset, Lightning would end the epoch after 8 more steps and replay step 4's batches."""
+    spec = write_spec(tmp_path, max_steps=16, checkpoint_every=4, eval_every=8, log_every=1)
+    text = spec.read_text().replace('[train.optimizer]', '[train.scheduler]\nname = "constant"\n[train.optimizer]')
+    spec.write_text(text)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_cli(capsys, "train", str(spec), "--run-dir", str(whole), "-j", "1")[0] == 0
+    assert run_cli(capsys, "train", str(spec), "--run-dir", str(parts), "-j", "1", "--set", "train.max_steps=4")[0] == 0
+    code, _, err = run_cli(capsys, "train", str(spec), "--run-dir", str(parts), "--resume")
+    assert code == 0, err
+    a, b = _losses(whole / "metrics.csv"), _losses(parts / "metrics.csv")
+    assert sorted(a) == sorted(b) == list(range(16))
+    for step in range(4, 16):
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
