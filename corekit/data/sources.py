@@ -26,7 +26,7 @@ import sysconfig
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from corekit.errors import CorekitError
 
@@ -80,25 +80,31 @@ def _expand(pattern: str, index: int, suffixes: list[str]) -> list[Path]:
     return sorted(found)
 
 
-def _jsonl_documents(path: Path, field: str) -> Iterator[Document]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` for each non-blank line of a JSONL file; a line that is not
+    JSON is a :class:`CorekitError` naming the file, line and column."""
     with path.open(encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise CorekitError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict) or field not in record:
-                fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise CorekitError(
-                    f"{path}:{lineno}: no field {field!r} (found: {fields}); set data.text_field to the field holding the text"
-                )
-            if not isinstance(record[field], str):
-                raise CorekitError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}, not text")
-            # JSON may escape lone surrogates (\ud800), which are not text: replace them
-            text = record[field].encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
-            yield Document(f"{path}:{lineno}", text)
+
+
+def _jsonl_documents(path: Path, field: str) -> Iterator[Document]:
+    for lineno, record in iter_jsonl(path):
+        if not isinstance(record, dict) or field not in record:
+            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise CorekitError(
+                f"{path}:{lineno}: no field {field!r} (found: {fields}); set data.text_field to the field holding the text"
+            )
+        if not isinstance(record[field], str):
+            raise CorekitError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}, not text")
+        # JSON may escape lone surrogates (\ud800), which are not text: replace them
+        text = record[field].encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+        yield Document(f"{path}:{lineno}", text)
 
 
 def _text_documents(path: Path, max_bytes: int) -> Iterator[Document]:

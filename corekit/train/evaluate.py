@@ -36,25 +36,17 @@ def perplexity(loss: float) -> float:
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
     """``(prompt, reference)`` pairs from a JSONL file; errors name the file and line."""
-    import json
-
+    from corekit.data.sources import iter_jsonl
     from corekit.errors import CorekitError
 
     if not path.is_file():
         raise CorekitError(f"--data {path} does not exist")
     pairs = []
-    with path.open(encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorekitError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            missing = [k for k in ("prompt", "reference") if not isinstance(record, dict) or not isinstance(record.get(k), str)]
-            if missing:
-                raise CorekitError(f"{path}:{lineno}: needs text fields 'prompt' and 'reference' (missing or not text: {', '.join(missing)})")
-            pairs.append((record["prompt"], record["reference"]))
+    for lineno, record in iter_jsonl(path):
+        missing = [k for k in ("prompt", "reference") if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+        if missing:
+            raise CorekitError(f"{path}:{lineno}: needs text fields 'prompt' and 'reference' (missing or not text: {', '.join(missing)})")
+        pairs.append((record["prompt"], record["reference"]))
     if not pairs:
         raise CorekitError(f"{path} holds no prompt/reference pairs")
     return pairs
