@@ -80,7 +80,7 @@ def main() -> None:
     print(f"\n{'data prepare (whole corpus)':28s} {'seconds':>10s} {'MB/s':>11s}")
     with tempfile.TemporaryDirectory() as tmp:
         path = kit_tok.save(Path(tmp) / "tokenizer.json")
-        from corekit.rundir import file_sha256
+        from corekit.io import file_sha256
 
         total_mb = None
         for workers in (1, 2):

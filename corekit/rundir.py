@@ -7,14 +7,13 @@ ones wrote and skips itself when its outputs exist and match.
 
 from __future__ import annotations
 
-import hashlib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from corekit.errors import CorekitError
-from corekit.io import atomic_write_text
+from corekit.io import atomic_write_text, file_sha256
 from corekit.registry import Registry
 from corekit.spec import RunSpec, padded_vocab, spec_to_dict, spec_to_toml
 from corekit.tokenizer import Tokenizer
@@ -64,9 +63,12 @@ def _counted(texts: Iterable[str], on_text: Callable[[int], None] | None) -> Ite
         yield text
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a (small) file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def prepare_data(spec: RunSpec, run: RunDir, tokenizer: Tokenizer, **kwargs):
+    """The data stage: the run's token shards, made with its saved tokenizer (see
+    :func:`corekit.data.shards.prepare_shards` for ``workers`` and ``on_progress``)."""
+    from corekit.data.shards import prepare_shards
+
+    return prepare_shards(run.data, spec.data, tokenizer, file_sha256(run.tokenizer), **kwargs)
 
 
 def ensure_tokenizer(

@@ -80,8 +80,7 @@ def data_prepare(
     from rich.console import Console
     from rich.table import Table
 
-    from corekit.data.shards import prepare_shards
-    from corekit.rundir import file_sha256
+    from corekit.rundir import prepare_data
 
     from corekit.errors import CorekitError
     from corekit.tokenizer import EOT
@@ -104,9 +103,7 @@ def data_prepare(
             rate = seen["bytes"] / 1e6 / max(time.perf_counter() - start, 1e-9)
             progress.update(task, done=f"{seen['docs']} documents, {rate:.1f} MB/s")
 
-        result = prepare_shards(
-            run.data, spec.data, tokenizer, file_sha256(run.tokenizer), workers=workers, on_progress=on_progress
-        )
+        result = prepare_data(spec, run, tokenizer, workers=workers, on_progress=on_progress)
         progress.update(task, total=1, completed=1)
     elapsed = time.perf_counter() - start
     manifest = result.manifest

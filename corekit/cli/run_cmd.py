@@ -69,10 +69,9 @@ def run(
     from rich.console import Console
     from rich.table import Table
 
-    from corekit.data.shards import prepare_shards
     from corekit.generation import generate
     from corekit.plugins import get_registry
-    from corekit.rundir import RunDir, ensure_tokenizer, file_sha256
+    from corekit.rundir import RunDir, ensure_tokenizer, prepare_data
     from corekit.spec import load_spec
     from corekit.train.evaluate import perplexity, validation_loss
     from corekit.train.fit import train
@@ -87,7 +86,7 @@ def run(
     tokenizer, trained = ensure_tokenizer(spec, run_, registry)
     console.print(f"  {'trained' if trained else 'kept'} {spec.tokenizer.name}, {tokenizer.vocab_size} ids")
     console.print(f"[bold]data[/] -> {run_.data}")
-    result = prepare_shards(run_.data, spec.data, tokenizer, file_sha256(run_.tokenizer), workers=workers)
+    result = prepare_data(spec, run_, tokenizer, workers=workers)
     stats = result.manifest["stats"]
     console.print(f"  {'unchanged' if result.skipped else 'prepared'}: {stats['train']['tokens']:,} train and "
                   f"{stats['val']['tokens']:,} val tokens")

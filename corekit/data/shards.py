@@ -28,7 +28,7 @@ import numpy as np
 
 from corekit.data.sources import CleanStats, clean_documents, raw_documents, source_fingerprint, split_of
 from corekit.errors import CorekitError
-from corekit.io import atomic_write_bytes, atomic_write_text
+from corekit.io import atomic_write_bytes, atomic_write_text, file_sha256
 
 FORMAT = "corekit-shards"
 VERSION = 1
@@ -41,15 +41,6 @@ BATCH_DOCS = {"pool": 16, "inline": 256}
 def dtype_for(vocab_size: int) -> np.dtype:
     """The smallest unsigned dtype that holds every id."""
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 8 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shard_problem(data_dir: Path, entry: dict[str, Any], itemsize: int, check_hash: bool = True) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from corekit.errors import CorekitError
-from corekit.rundir import RunDir, ensure_tokenizer, file_sha256
+from corekit.rundir import RunDir, ensure_tokenizer, prepare_data
 
 
 @dataclass
@@ -86,7 +86,6 @@ def train(
 
     from corekit.assemble import build_model
     from corekit.data.datamodule import TokenDataModule
-    from corekit.data.shards import prepare_shards
     from corekit.train.curves import CurvesCallback, refresh
     from corekit.train.module import LanguageModelTask
     from corekit.train.samples import SampleCallback
@@ -94,7 +93,7 @@ def train(
 
     ckpt_path = _resume_from(run, resume)  # before any stage writes: a refusal changes nothing
     tokenizer, _ = ensure_tokenizer(spec, run, registry)
-    prepare_shards(run.data, spec.data, tokenizer, file_sha256(run.tokenizer), workers=workers)
+    prepare_data(spec, run, tokenizer, workers=workers)
 
     t = spec.train
     L.seed_everything(t.seed, workers=True, verbose=False)
