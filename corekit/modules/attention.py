@@ -29,7 +29,7 @@ class AttnBatch:
         """
         Args:
             positional: the model's positional scheme.
-            positions: (B, T) position of each new token.
+            positions: (B, T) position of each new token, or (1, T) when all rows share them.
             past_len: number of cached keys before the new tokens.
             key_padding: (B, past_len + T) bool, True for real tokens; None if no padding.
         """

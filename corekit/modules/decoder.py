@@ -78,7 +78,9 @@ class Decoder(nn.Module):
         batch_size, seq_len = input_ids.shape
         past = cache.length if cache is not None else 0
         if attention_mask is None:
-            positions = torch.arange(past, past + seq_len, device=input_ids.device).expand(batch_size, seq_len)
+            # (1, T): every row has the same positions, so position tables broadcast over the
+            # batch instead of being gathered (and their gradients scattered) once per row.
+            positions = torch.arange(past, past + seq_len, device=input_ids.device)[None]
             key_padding = None
         else:
             if attention_mask.shape != (batch_size, past + seq_len):

@@ -19,11 +19,11 @@ class Positional(nn.Module):
     """Base positional scheme: does nothing (no position information, NoPE)."""
 
     def prepare(self, positions: torch.Tensor) -> Any:
-        """Per-forward state computed from ``positions`` (B, T); shared by all layers."""
+        """Per-forward state computed from ``positions`` (B or 1, T); shared by all layers."""
         return None
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor | None:
-        """Embeddings (B, T, d_model) added to the token embeddings, or None."""
+        """Embeddings (B or 1, T, d_model) added to the token embeddings, or None."""
         return None
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, state: Any) -> tuple[torch.Tensor, torch.Tensor]:

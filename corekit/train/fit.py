@@ -69,6 +69,16 @@ def _world_size(t) -> int:
     return max(1, torch.cuda.device_count()) * t.num_nodes if torch.cuda.is_available() else t.num_nodes
 
 
+def trainer_settings(t) -> dict[str, Any]:
+    """The ``Trainer`` arguments a ``[train]`` section sets: hardware, strategy, precision and
+    the optimisation loop. Shared by :func:`train` and ``benchmarks/train_speed.py``."""
+    return dict(
+        accelerator="auto", strategy=t.strategy, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
+        max_steps=t.max_steps, accumulate_grad_batches=t.accumulate, gradient_clip_val=t.grad_clip or None,
+        deterministic=not torch.cuda.is_available(),  # bit-reproducible runs on CPU
+    )
+
+
 def train(
     spec,
     run: RunDir,
@@ -98,18 +108,14 @@ def train(
     t = spec.train
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(spec, registry)
-    if t.compile:
-        model = torch.compile(model)
     task = LanguageModelTask(model, spec, registry)
     data = TokenDataModule(
         run.data, spec.model.context_length, t.batch_size, seed=t.seed, num_workers=t.num_workers,
         train_samples=t.max_steps * t.batch_size * t.accumulate * _world_size(t), val_windows=spec.data.val_windows,
         accumulate=t.accumulate,
     )
-    cpu_only = not torch.cuda.is_available()
     kwargs: dict[str, Any] = dict(
-        accelerator="auto", strategy=t.strategy, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
-        max_steps=t.max_steps, accumulate_grad_batches=t.accumulate, gradient_clip_val=t.grad_clip or None,
+        **trainer_settings(t),
         val_check_interval=t.eval_every * t.accumulate, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         log_every_n_steps=t.log_every,
         logger=CSVLogger(run.path, name="logs", flush_logs_every_n_steps=t.log_every),  # one version per session
@@ -118,7 +124,7 @@ def train(
                    CurvesCallback(run.path), RichProgressBar(leave=True),
                    SampleCallback(tokenizer, _sample_prompt(run.data, spec.model.context_length), run.path / "samples.txt",
                                   seed=t.seed)],
-        deterministic=cpu_only, enable_progress_bar=progress, enable_model_summary=False,
+        enable_progress_bar=progress, enable_model_summary=False,
     )
     if registry.plugin_manager is not None:  # plugins' callbacks (the corekit_trainer_callbacks hook)
         kwargs["callbacks"] += [cb for cbs in registry.plugin_manager.hook.corekit_trainer_callbacks(spec=spec) for cb in cbs]
@@ -131,5 +137,5 @@ def train(
         refresh(trainer, run.path)
     weights = run.path / "model.safetensors"
     if trainer.is_global_zero:
-        save_weights(getattr(model, "_orig_mod", model), spec, registry, weights)
+        save_weights(model, spec, registry, weights)
     return TrainResult(weights, metrics, trainer.global_step)

@@ -24,8 +24,7 @@ class SampleCallback(L.Callback):
         self.last_step = trainer.global_step
         from corekit.generation import generate
 
-        model = getattr(pl_module.model, "_orig_mod", pl_module.model)
-        out = generate(model, [self.prompt_ids], tokenizer=None, max_new_tokens=self.max_new_tokens,
+        out = generate(pl_module.model, [self.prompt_ids], tokenizer=None, max_new_tokens=self.max_new_tokens,
                        temperature=0.8, top_k=50, seed=self.seed, stop_tokens=[self.tokenizer.eot_id])[0]
         usable = [i for i in out if i < self.tokenizer.vocab_size]
         text = self.tokenizer.decode(self.prompt_ids) + "⟫" + self.tokenizer.decode(usable)
