@@ -178,11 +178,11 @@ class TrainSpec(BaseModel):
         # Lightning clips before the optimizer step; a fused optimizer under mixed precision
         # unscales inside its step, so Lightning refuses to clip its gradients.
         if self.precision != "32" and self.grad_clip and getattr(self.optimizer, "fused", None) is True:
-            raise cross_field_error([(
-                "optimizer.fused",
+            message = (
                 f"a fused optimizer cannot be combined with grad_clip={self.grad_clip} under precision="
-                f"{self.precision!r}; leave fused unset (corekit then picks the foreach kernel), or set grad_clip = 0",
-            )])
+                f"{self.precision!r}; leave fused unset (corekit then picks the foreach kernel), or set grad_clip = 0"
+            )
+            raise cross_field_error([("optimizer.fused", message)])
         return self
 
 
