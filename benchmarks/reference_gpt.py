@@ -170,3 +170,10 @@ def kit_to_reference(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             new = new.replace(old, repl)
         out[new] = value
     return out
+
+
+def reference_from(spec, kit_model) -> GPT:
+    """A reference GPT of the kit model's shape, holding the kit model's weights."""
+    ref = GPT(reference_config(spec, kit_model)).to(next(kit_model.parameters()).device)
+    ref.load_state_dict(kit_to_reference(kit_model.state_dict()), strict=True)
+    return ref

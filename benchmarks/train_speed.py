@@ -56,7 +56,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_gpt import GPT, kit_to_reference, reference_config
+from reference_gpt import reference_from
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -125,9 +125,7 @@ class PlainLoop:
 
 
 def reference_contender(spec, kit_model, compiled: bool) -> PlainLoop:
-    cfg = reference_config(spec, kit_model)
-    ref = GPT(cfg).to(DEVICE)
-    ref.load_state_dict(kit_to_reference(kit_model.state_dict()), strict=True)
+    ref = reference_from(spec, kit_model)
     opt_spec = spec.train.optimizer
     optimizer = ref.configure_optimizers(opt_spec.weight_decay, opt_spec.lr, opt_spec.betas, opt_spec.eps)
     max_steps, warmup = spec.train.max_steps, 10
@@ -156,11 +154,11 @@ def kit_contender(spec, registry, kit_model, compiled: bool) -> PlainLoop:
 class TrainerContender:
     """``corekit train``'s module and Trainer settings (one ``Trainer.fit`` for the whole run)."""
 
-    def __init__(self, spec, registry, kit_model, compiled: bool) -> None:
+    def __init__(self, spec, registry, kit_model) -> None:
         from corekit.train.module import LanguageModelTask
 
         self.spec = spec
-        self.task = LanguageModelTask(kit_model, spec, registry)  # compiles the forward if spec.train.compile
+        self.task = LanguageModelTask(kit_model, spec, registry)  # compiles its loss if spec.train.compile
 
     def fit(self, batches, steps: int, between=None) -> list[float]:
         """Train ``steps`` steps; returns each step's wall time, from the end of the previous
@@ -175,7 +173,7 @@ class TrainerContender:
 
         class Clock(L.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-                if not times and not mark[0]:
+                if not mark[0]:  # the first step: start the clock
                     sync()
                     mark[0] = time.perf_counter()
 
@@ -252,8 +250,7 @@ def setup(shape: str, compiled: bool):
 
 def check_same_function(spec, kit_model, batches) -> float:
     """Largest logit difference between the kit model and the reference holding its weights."""
-    ref = GPT(reference_config(spec, kit_model)).to(DEVICE)
-    ref.load_state_dict(kit_to_reference(kit_model.state_dict()), strict=True)
+    ref = reference_from(spec, kit_model)
     x, y = batches[0]
     with torch.no_grad():
         diff = (kit_model.eval()(x) - ref.eval()(x, y)[0]).abs().max().item()
@@ -269,7 +266,7 @@ def contenders(spec, registry, kit_model, compiled: bool, only: str | None = Non
     makers = {
         "reference": lambda: reference_contender(spec, kit_model, compiled),
         "kit model": lambda: kit_contender(spec, registry, copy.deepcopy(kit_model), compiled),
-        "kit trainer": lambda: TrainerContender(spec, registry, copy.deepcopy(kit_model), compiled),
+        "kit trainer": lambda: TrainerContender(spec, registry, copy.deepcopy(kit_model)),
     }
     return {name: make() for name, make in makers.items() if only in (None, name)}
 

@@ -173,11 +173,15 @@ class TrainSpec(BaseModel):
     optimizer: Slot["optimizer"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
     scheduler: Slot["scheduler"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
 
+    @property
+    def needs_unfused_optimizer(self) -> bool:
+        """Clipping under mixed precision: Lightning clips before the optimizer step, and refuses
+        to when a fused optimizer would unscale the gradients inside its own step."""
+        return self.precision != "32" and self.grad_clip > 0
+
     @model_validator(mode="after")
     def _clipping_needs_unfused(self) -> TrainSpec:
-        # Lightning clips before the optimizer step; a fused optimizer under mixed precision
-        # unscales inside its step, so Lightning refuses to clip its gradients.
-        if self.precision != "32" and self.grad_clip and getattr(self.optimizer, "fused", None) is True:
+        if self.needs_unfused_optimizer and getattr(self.optimizer, "fused", None) is True:
             message = (
                 f"a fused optimizer cannot be combined with grad_clip={self.grad_clip} under precision="
                 f"{self.precision!r}; leave fused unset (corekit then picks the foreach kernel), or set grad_clip = 0"

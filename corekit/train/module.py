@@ -87,9 +87,8 @@ class LanguageModelTask(L.LightningModule):
     def configure_optimizers(self):
         train = self.spec.train
         params = train.optimizer
-        if train.precision != "32" and train.grad_clip and "fused" in type(params).model_fields and params.fused is None:
-            # Lightning cannot clip the gradients of an optimizer that unscales them inside its
-            # fused step (spec validation rejects an explicit fused=true here).
+        if train.needs_unfused_optimizer and getattr(params, "fused", False) is None:
+            # "fused where available" becomes foreach (spec validation rejects fused = true here).
             params = params.model_copy(update={"fused": False})
         optimizer = self.registry.build("optimizer", params, self.model)
         scheduler = self.registry.build("scheduler", train.scheduler, optimizer, train.max_steps)

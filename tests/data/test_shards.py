@@ -306,19 +306,24 @@ def test_an_interrupted_run_resumes_with_only_the_missing_shards(prepared):
     assert read_manifest(run.data) == manifest
 
 
-def test_a_crash_mid_run_leaves_a_consistent_state_that_resumes(prepared, monkeypatch):
-    spec, tokenizer, run, manifest, files = prepared
-    fresh = run.data.parent / "fresh"
+def crash_on_write(monkeypatch, n: int) -> None:
+    """Make the ``n``-th atomic write of the shard stage raise, as a crash there would."""
     writes = {"n": 0}
     real_write = shards_mod.atomic_write_bytes
 
-    def crash_on_third(path, data):
+    def write(path, data):
         writes["n"] += 1
-        if writes["n"] == 3:
+        if writes["n"] == n:
             raise KeyboardInterrupt("simulated crash")
         return real_write(path, data)
 
-    monkeypatch.setattr(shards_mod, "atomic_write_bytes", crash_on_third)
+    monkeypatch.setattr(shards_mod, "atomic_write_bytes", write)
+
+
+def test_a_crash_mid_run_leaves_a_consistent_state_that_resumes(prepared, monkeypatch):
+    spec, tokenizer, run, manifest, files = prepared
+    fresh = run.data.parent / "fresh"
+    crash_on_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         prepare_shards(fresh, spec.data, tokenizer, file_sha256(run.tokenizer), workers=1)
     monkeypatch.undo()
@@ -338,16 +343,7 @@ def test_a_repair_interrupted_midway_is_finished_by_the_next_run(prepared, monke
     victims = [manifest["shards"]["train"][1]["file"], manifest["shards"]["train"][3]["file"]]
     for name in victims:
         (run.data / name).write_bytes((run.data / name).read_bytes()[:-4])
-    writes = {"n": 0}
-    real_write = shards_mod.atomic_write_bytes
-
-    def crash_on_second(path, data):
-        writes["n"] += 1
-        if writes["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return real_write(path, data)
-
-    monkeypatch.setattr(shards_mod, "atomic_write_bytes", crash_on_second)
+    crash_on_write(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         again(prepared)
     monkeypatch.undo()
