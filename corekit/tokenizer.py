@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import ClassVar
+
+from corekit.errors import CorekitError
 
 EOT = "<|endoftext|>"
 
@@ -52,6 +55,30 @@ class Tokenizer(ABC):
     def encode_batch(self, texts: list[str], *, allow_special: bool = True) -> list[list[int]]:
         """:meth:`encode` for many texts."""
         return [self.encode(t, allow_special=allow_special) for t in texts]
+
+    def edge_json(self) -> str:
+        """This tokenizer as a HF ``tokenizers`` ``tokenizer.json``, for the torch-free edge runtime.
+
+        The runtime loads the text with ``tokenizers.Tokenizer.from_str(text)`` and calls
+        ``.encode(text).ids`` and ``.decode(ids, skip_special_tokens=False)``. For every string,
+        special tokens in it included, ``.encode(text).ids`` must equal :meth:`encode` with
+        ``allow_special=True`` (the default), and for every list of ids inside the vocabulary
+        ``.decode`` must equal :meth:`decode`. Ids outside the vocabulary are the one allowed
+        difference: :meth:`decode` raises ``ValueError``, HF ``tokenizers`` silently drops them,
+        so the runtime has to range-check ids itself.
+
+        Returns:
+            The JSON text.
+
+        Raises:
+            CorekitError: this tokenizer cannot describe itself that way (the default), is not
+                trained, or has a vocabulary no HF tokenizer reproduces exactly.
+        """
+        raise CorekitError(
+            f"the tokenizer {type(self).__name__} cannot be exported for the edge runtime: exporting "
+            "needs a tokenizer that can describe itself as a HF `tokenizers` JSON (a class that "
+            "overrides `edge_json`), e.g. the built-in bytes, char and bpe tokenizers."
+        )
 
     @property
     def eot_id(self) -> int | None:

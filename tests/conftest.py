@@ -27,3 +27,28 @@ def _fresh_shared_registry(monkeypatch, tmp_path_factory):
     yield
     set_registry(None)
 
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A small model trained for a few hundred steps on generated text (bytes tokenizer):
+    a real trained run directory, shared by the export and edge tests."""
+    from bundles import train_small_run
+
+    return train_small_run(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def bundle(trained_run, tmp_path_factory):
+    """``trained_run`` exported as an fp32 bundle."""
+    from corekit.export.bundle import export_run
+
+    return export_run(trained_run, tmp_path_factory.mktemp("bundles") / "fp32").out
+
+
+@pytest.fixture(scope="session")
+def bundle_int8(trained_run, tmp_path_factory):
+    """``trained_run`` exported as an int8 bundle; returns the export report."""
+    from corekit.export.bundle import export_run
+
+    return export_run(trained_run, tmp_path_factory.mktemp("bundles") / "int8", quantize="int8")

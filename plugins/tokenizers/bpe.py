@@ -10,16 +10,16 @@ pre-tokenization, so they are never split. The saved file is a plain ``tokenizer
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
+from corekit_plugins.tokenizers.limits import cap_bytes
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from corekit.errors import CorekitError
 from corekit.io import atomic_write_text
 from corekit.tokenizer import Tokenizer
-from corekit_plugins.tokenizers.limits import cap_bytes
 
 
 class BPETokenizer(Tokenizer):
@@ -93,13 +93,30 @@ class BPETokenizer(Tokenizer):
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {size})")
         return hf.decode(ids, skip_special_tokens=False)
 
+    def edge_json(self) -> str:
+        """The wrapped HF tokenizer's JSON (see :meth:`Tokenizer.edge_json`).
+
+        :meth:`encode` and :meth:`decode` are that tokenizer's own ``encode`` (with
+        ``add_special_tokens=False``) and ``decode``, so the JSON reproduces them; only its
+        post-processor is dropped, because the runtime's plain ``.encode(text)`` would run one
+        (a loaded ``tokenizer.json`` may carry one, e.g. to add a BOS) and :meth:`encode` never
+        does. Malformed UTF-8 and special tokens made of byte-alphabet characters decode as in
+        :meth:`decode`, since both are HF's byte-level decoder.
+
+        Raises:
+            CorekitError: the tokenizer is not trained.
+        """
+        data = json.loads(self._trained().to_str())
+        data["post_processor"] = None
+        return json.dumps(data, ensure_ascii=False)
+
     def save(self, path: str | Path) -> Path:
         return atomic_write_text(path, self._trained().to_str(pretty=True))
 
     def load(self, path: str | Path) -> BPETokenizer:
         try:
             hf = HFTokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception for bad files
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for bad files
             raise CorekitError(f"cannot read bpe tokenizer {path}: {exc}") from None
         for token, index in self.special_tokens.items():
             if hf.token_to_id(token) != index:

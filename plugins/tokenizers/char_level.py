@@ -2,21 +2,23 @@
 
 Ids: the special tokens first, then ``unk_token`` (when unknowns map to a token), then the
 characters in code-point order. Characters not in the vocabulary map to ``unk_token`` or
-raise, as the spec's ``unknown`` says.
+raise, as the spec's ``unknown`` says. The edge form (:meth:`CharTokenizer.edge_json`) is a
+HF ``tokenizers`` word-level model over single code points.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+
+from corekit_plugins.tokenizers.byte_level import _read_json
+from corekit_plugins.tokenizers.limits import cap_bytes
 
 from corekit.errors import CorekitError
 from corekit.io import atomic_write_text
 from corekit.tokenizer import Tokenizer
-from corekit_plugins.tokenizers.byte_level import _read_json
-from corekit_plugins.tokenizers.limits import cap_bytes
 
 FORMAT = "corekit-char"
 
@@ -85,6 +87,42 @@ class CharTokenizer(Tokenizer):
         except KeyError as exc:
             raise ValueError(f"token id {exc.args[0]} is outside the vocabulary (size {self.vocab_size})") from None
 
+    def edge_json(self) -> str:
+        """A HF ``tokenizers`` JSON with the same ids and text (see :meth:`Tokenizer.edge_json`).
+
+        A ``WordLevel`` model over this id table, a pre-tokenizer that isolates every code
+        point (as iterating a Python ``str`` does: no grapheme clustering, ``"\\r\\n"`` is two
+        tokens) and a ``Fuse`` decoder; the special tokens are added tokens at their ids.
+        Unknown characters map to ``unk_token`` when ``unknown = 'token'``; with
+        ``unknown = 'error'`` the HF tokenizer raises on them too (a plain ``Exception``,
+        "WordLevel error: Missing [UNK] token from the vocabulary"), where :meth:`encode`
+        raises :class:`CorekitError`.
+
+        Raises:
+            CorekitError: the tokenizer is not trained, or one string has two ids (a
+                one-character special token or ``unk_token`` that is also a trained character).
+        """
+        self._check_trained()
+        from tokenizers import Regex, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
+
+        vocab: dict[str, int] = {}
+        for index, text in sorted(self._by_id.items()):
+            if text in vocab:
+                raise CorekitError(
+                    f"the char tokenizer cannot be exported for the edge runtime: {text!r} has two ids, "
+                    f"{vocab[text]} and {index} (a special token or unk_token that is also a character of "
+                    "the training text), and a HF tokenizer holds one id per string; pick special tokens "
+                    "and an unk_token that are not single characters of the text, and retrain"
+                )
+            vocab[text] = index
+        unk = self.params.unk_token if self.unk_id is not None else _absent_from(vocab)
+        hf = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+        hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        hf.decoder = decoders.Fuse()
+        hf.add_special_tokens(list(self.special_tokens))  # already in vocab, so they keep their ids
+        return hf.to_str()
+
     def save(self, path: str | Path) -> Path:
         self._check_trained()
         data = {"format": FORMAT, "version": 1, "params": self.params.model_dump(mode="json"), "chars": self.chars}
@@ -99,6 +137,14 @@ class CharTokenizer(Tokenizer):
         if not isinstance(data.get("chars"), str):
             raise CorekitError(f"{path} has no character table ('chars'); it is not a trained char tokenizer")
         return CharTokenizer(self.params, data["chars"])
+
+
+def _absent_from(vocab: dict[str, int]) -> str:
+    """An unk token string that is not in ``vocab``, so that unknown characters stay errors."""
+    unk = "<|no-unk|>"
+    while unk in vocab:
+        unk += "!"
+    return unk
 
 
 def build(params) -> CharTokenizer:

@@ -154,8 +154,8 @@ def test_untrained_bpe_is_a_clear_error(registry):
 
 
 def test_bpe_vocab_must_hold_bytes_and_specials(registry):
-    from corekit.spec import load_spec
     from corekit.errors import SpecError
+    from corekit.spec import load_spec
 
     with pytest.raises(SpecError) as info:
         load_spec({"model": {"attention": {"n_heads": 4}}, "tokenizer": {"name": "bpe", "vocab_size": 257, "special_tokens": ["a", "b"]}}, registry=registry)

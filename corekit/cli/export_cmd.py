@@ -1,0 +1,54 @@
+"""``corekit export onnx``: a trained run -> an ONNX edge bundle (see :mod:`corekit.export.bundle`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Export a trained run for other runtimes.", no_args_is_help=True)
+
+QUANTIZE_CHOICES = ("none", "int8")
+
+
+@app.command("onnx")
+def onnx(
+    run_dir: Path = typer.Argument(..., help="a trained run directory"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="the bundle directory (default: RUN/export)"),
+    quantize: str = typer.Option("none", "--quantize", help="none | int8 (onnxruntime's int8 weight quantization)"),
+    opset: Optional[int] = typer.Option(None, "--opset", min=18, help="ONNX opset (default: the exporter's)"),
+) -> None:
+    """Export the run's model with its KV cache to ONNX, check it in onnxruntime against
+    PyTorch, and write a bundle (model.onnx, tokenizer.json, corekit-export.json) that
+    `corekit-edge` runs without torch."""
+    from corekit.errors import CorekitError
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise CorekitError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    export_and_report(run_dir, out or run_dir / "export", quantize=quantize, opset=opset)
+
+
+def export_and_report(run_dir: Path, out: Path, *, quantize: str, opset: int | None = None) -> None:
+    """Run the export with progress on stderr and print its figures as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from corekit.export.bundle import export_run
+
+    err = Console(stderr=True, highlight=False)
+    with err.status("exporting") as status:
+        report = export_run(run_dir, out, quantize=quantize, opset=opset,
+                            progress=lambda message: status.update(message))
+    table = Table(title=f"bundle {report.out}", title_justify="left", show_header=False)
+    check = report.parity
+    table.add_row("fp32 parity (max abs logit diff)",
+                  f"{check['max_abs_logit_diff']:.2e} (allowed {check['tolerance']:g}; "
+                  f"{len(check['cases'])} shapes, prefill and decode)")
+    for name, size in report.sizes.items():
+        ppl = report.perplexity.get(name)
+        table.add_row(f"{name} model.onnx", f"{size / 2**20:.2f} MiB" + (f", val perplexity {ppl:.3f}" if ppl else ""))
+    if len(report.sizes) == 2:
+        table.add_row("int8 / fp32 size", f"{report.sizes['int8'] / report.sizes['float32']:.1%}")
+    table.add_row("opset", str(report.manifest["opset"]))
+    Console().print(table)

@@ -1,0 +1,104 @@
+"""``corekit-edge BUNDLE --prompt TEXT``: generate from an export bundle, streaming, without torch.
+
+Errors a user can cause (a missing or tampered bundle, bad sampling arguments) print one
+paragraph on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from corekit.errors import CorekitError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+class TextStream:
+    """Turns token ids into text as they come, holding back an unfinished UTF-8 character."""
+
+    def __init__(self, decode) -> None:
+        self.decode = decode
+        self.ids: list[int] = []
+        self.shown = 0
+
+    def push(self, token: int) -> str:
+        """Add a token; return the newly complete text (maybe empty)."""
+        self.ids.append(token)
+        text = self.decode(self.ids)
+        if text.endswith("\ufffd"):  # the next byte may complete this character
+            return ""
+        new, self.shown = text[self.shown:], len(text)
+        return new
+
+    def flush(self) -> str:
+        """Whatever is left, incomplete characters included."""
+        text = self.decode(self.ids)
+        new, self.shown = text[self.shown:], len(text)
+        return new
+
+
+@app.command()
+def edge(
+    bundle: Path = typer.Argument(..., help="a bundle directory written by `corekit export onnx`"),
+    prompt: List[str] = typer.Option(..., "--prompt", "-p", help="text to continue (repeat for a batch)"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="most tokens to generate"),
+    temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 = greedy"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="sample from the k most likely tokens"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="sample from the smallest set with this probability"),
+    stop: List[str] = typer.Option([], "--stop", help="a special token that ends generation (default: <|endoftext|>)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed for reproducible sampling"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime threads"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="check the files' sha256 on load"),
+) -> None:
+    """Generate from an exported model with onnxruntime (no PyTorch), streaming the text."""
+    from corekit.edge.runtime import EdgeModel
+
+    model = EdgeModel(bundle, verify=verify, threads=threads)
+    stops: list[int | str | None] = list(stop) if stop else [model.eot_id]
+    if len(prompt) > 1:  # a batch: print each row when done
+        start = time.perf_counter()
+        texts = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                               top_p=top_p, stop_tokens=stops, seed=seed)
+        for p, text in zip(prompt, texts, strict=True):
+            typer.echo(f"--- {p!r}")
+            typer.echo(p + text)
+        _rate(sum(len(model.encode(t)) for t in texts), time.perf_counter() - start)
+        return
+    stream = TextStream(model.decode)
+    sys.stdout.write(prompt[0])
+    sys.stdout.flush()
+    count = 0
+    start = time.perf_counter()
+
+    def show(row: int, token: int) -> None:
+        nonlocal count
+        count += 1
+        sys.stdout.write(stream.push(token))
+        sys.stdout.flush()
+
+    model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   stop_tokens=stops, seed=seed, on_token=show)
+    sys.stdout.write(stream.flush() + "\n")
+    _rate(count, time.perf_counter() - start)
+
+
+def _rate(tokens: int, seconds: float) -> None:
+    typer.echo(f"[{tokens} tokens in {seconds:.2f} s, {tokens / max(seconds, 1e-9):.1f} tokens/s]", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; exit 2 with a readable message on any user error."""
+    try:
+        app(args=argv, prog_name="corekit-edge")
+    except CorekitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # python -m corekit.edge.cli
+    main()

@@ -1,0 +1,178 @@
+"""Generate from an export bundle with onnxruntime, numpy and HF ``tokenizers`` only: no torch.
+
+:class:`EdgeModel` loads a bundle (checking the manifest's sha256s), runs the graph's prefill
+on the (left-padded) prompts and then one token per step, feeding the present keys and values
+back as the next step's past. Positions come from the attention mask, so a left-padded row
+decodes exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from corekit.edge.manifest import MODEL, TOKENIZER, read_manifest
+from corekit.edge.sampling import sample_next
+from corekit.errors import CorekitError
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a :class:`CorekitError` listing every sampling argument out of range."""
+    problems = []
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        problems.append(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        problems.append(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        problems.append(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        problems.append(f"top_p must be in (0, 1], got {top_p!r}")
+    if problems:
+        raise CorekitError("; ".join(problems))
+
+
+class EdgeModel:
+    """An exported model and its tokenizer, ready to generate on CPU."""
+
+    def __init__(self, bundle: str | Path, *, verify: bool = True, threads: int | None = None) -> None:
+        """
+        Args:
+            bundle: a directory written by ``corekit export onnx``.
+            verify: check every file against the manifest's sha256 (skip only for files you trust).
+            threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        """
+        import onnxruntime as ort
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.path = Path(bundle)
+        self.manifest = read_manifest(self.path, verify=verify)
+        cache = self.manifest["cache"]
+        self.n_layers, self.n_kv_heads, self.head_dim = cache["n_layers"], cache["n_kv_heads"], cache["head_dim"]
+        self.context_length = self.manifest["model"]["context_length"]
+        self.vocab_size = self.manifest["model"]["vocab_size"]
+        self.past_names = [i["name"] for i in self.manifest["inputs"][2:]]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path / MODEL), options, providers=["CPUExecutionProvider"])
+            self.tokenizer = HFTokenizer.from_file(str(self.path / TOKENIZER))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CorekitError(f"cannot load the bundle {self.path}: {exc}") from None
+        tok = self.manifest["tokenizer"]
+        self.special_tokens: dict[str, int] = tok.get("special_tokens", {})
+        self.eot_id: int | None = tok.get("eot_id")
+        self.usable_vocab: int = tok.get("vocab_size", self.vocab_size)
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        """Past keys and values of length 0 for ``batch`` rows."""
+        shape = (batch, self.n_kv_heads, 0, self.head_dim)
+        return [np.zeros(shape, np.float32) for _ in range(2 * self.n_layers)]
+
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, past: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One graph call: (B, T) ids, (B, P + T) mask, the past -> (B, T, V) logits and the present."""
+        feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
+        feed.update(zip(self.past_names, past))
+        logits, *present = self.session.run(None, feed)
+        return logits, present
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (special-token strings become their ids)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_tokens: Sequence[int | str | None] = (),
+        seed: int | None = None,
+        use_cache: bool = True,
+        on_token: Callable[[int, int], None] | None = None,
+    ) -> list[list[int]] | list[str]:
+        """Continue each prompt; the same contract as :func:`corekit.generation.generate`.
+
+        Args:
+            prompts: strings (then strings are returned) or token id lists.
+            max_new_tokens: most tokens to add per prompt; a row also stops at the context length.
+            temperature: 0 for greedy decoding; otherwise logits are divided by it.
+            top_k: sample only from the k most likely tokens.
+            top_p: sample only from the smallest set of tokens with this much probability.
+            stop_tokens: ids or special-token strings that end a row (not included in its output).
+            seed: seed for sampling, for reproducible results.
+            use_cache: feed the present keys/values back (False re-runs the whole sequence each step).
+            on_token: called as ``on_token(row, token_id)`` for each new token, as it comes.
+        """
+        check_sampling(max_new_tokens, temperature, top_k, top_p)
+        if isinstance(prompts, str):
+            raise CorekitError("prompts must be a list of prompts; wrap a single string as [text]")
+        as_text = bool(prompts) and isinstance(prompts[0], str)
+        rows = [self.encode(p) if isinstance(p, str) else [int(i) for i in p] for p in prompts]
+        if not rows:
+            return []
+        if any(not r for r in rows):
+            raise CorekitError("every prompt needs at least one token")
+        bad = sorted({i for r in rows for i in r if not 0 <= i < self.vocab_size})
+        if bad:
+            raise CorekitError(f"prompt token ids {bad[:5]} are outside the model's vocabulary [0, {self.vocab_size})")
+        longest = max(len(r) for r in rows)
+        if longest >= self.context_length:
+            raise CorekitError(f"a prompt of {longest} tokens leaves no room in the context of {self.context_length} tokens")
+        stops = {self._stop_id(s) for s in stop_tokens if s is not None}
+        limits = [min(max_new_tokens, self.context_length - len(r)) for r in rows]
+        rng = np.random.default_rng(seed)
+
+        batch = len(rows)
+        ids = np.zeros((batch, longest), np.int64)
+        mask = np.zeros((batch, longest), np.int64)
+        for i, r in enumerate(rows):  # left padding: every row ends at the same column
+            ids[i, longest - len(r):] = r
+            mask[i, longest - len(r):] = 1
+        out: list[list[int]] = [[] for _ in rows]
+        done = np.array([limit == 0 for limit in limits])
+        past = self.empty_past(batch)
+        step_ids, full_ids = ids, ids
+        while not done.all():
+            if use_cache:
+                logits, past = self.forward(step_ids, mask, past)
+            else:
+                logits, _ = self.forward(full_ids, mask, self.empty_past(batch))
+            last = logits[:, -1, : self.usable_vocab]
+            nxt = sample_next(last, temperature=temperature, top_k=top_k, top_p=top_p, rng=rng)
+            for row in np.flatnonzero(~done):
+                token = int(nxt[row])
+                if token in stops:
+                    done[row] = True
+                    continue
+                out[row].append(token)
+                if on_token is not None:
+                    on_token(int(row), token)
+                if len(out[row]) >= limits[row]:
+                    done[row] = True
+            if done.all():
+                break
+            step_ids = nxt[:, None]  # (B, 1)
+            full_ids = np.concatenate([full_ids, step_ids], axis=1)
+            # a finished row's further tokens are padding: its positions stop advancing
+            mask = np.concatenate([mask, (~done).astype(np.int64)[:, None]], axis=1)
+        return [self.decode(r) for r in out] if as_text else out
+
+    def _stop_id(self, stop: int | str) -> int:
+        if isinstance(stop, str):
+            if stop not in self.special_tokens:
+                raise CorekitError(f"stop token {stop!r} is not a special token of this bundle; known: {sorted(self.special_tokens)}")
+            return self.special_tokens[stop]
+        return int(stop)

@@ -1,0 +1,205 @@
+"""``corekit export onnx``: a trained run -> a self-contained, verified edge bundle.
+
+Steps: build the run's model and load its weights; let plugins swap in export-friendly
+modules (``corekit_prepare_export``); trace the graph with its KV cache; check it in
+onnxruntime against PyTorch (fp32, max abs logit difference <= ``tolerance``); optionally
+quantize it to int8 and score both graphs' validation perplexity; write the tokenizer in HF
+``tokenizers`` form and the manifest with every file's sha256. Everything is written into a
+temporary directory beside ``out`` and renamed into place only when every check passed, so
+a failed export leaves no half-written bundle and an existing bundle stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from corekit.edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, MODEL, TOKENIZER, file_entries
+from corekit.errors import CorekitError
+from corekit.io import _umask
+
+#: fp32 max abs logit difference allowed between onnxruntime and PyTorch
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and measured."""
+
+    out: Path
+    quantize: str
+    parity: dict[str, Any]
+    sizes: dict[str, int] = field(default_factory=dict)
+    perplexity: dict[str, float] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _io(layout, vocab_size: int) -> tuple[list[dict], list[dict]]:
+    from corekit.export.graph import ATTENTION_MASK, INPUT_IDS, LOGITS, past_names, present_names
+
+    kv = lambda name, length: {"name": name, "dtype": "float32",  # noqa: E731
+                               "shape": ["batch", layout.n_kv_heads, length, layout.head_dim]}
+    inputs = [{"name": INPUT_IDS, "dtype": "int64", "shape": ["batch", "sequence"]},
+              {"name": ATTENTION_MASK, "dtype": "int64", "shape": ["batch", "past_sequence + sequence"]},
+              *(kv(n, "past_sequence") for n in past_names(layout.n_layers))]
+    outputs = [{"name": LOGITS, "dtype": "float32", "shape": ["batch", "sequence", vocab_size]},
+               *(kv(n, "past_sequence + sequence") for n in present_names(layout.n_layers))]
+    return inputs, outputs
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``; an old bundle there is replaced, never merged."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.replace(out, old / "bundle")
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(old / "bundle", out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that is a file or a non-empty directory that is not a bundle."""
+    if out.exists() and not out.is_dir():
+        raise CorekitError(f"--out {out} is a file; give a directory for the bundle")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise CorekitError(
+            f"--out {out} is a non-empty directory that is not a corekit bundle; choose a new or empty "
+            "directory (an existing bundle there is replaced)"
+        )
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    quantize: str = "none",
+    opset: int | None = None,
+    registry=None,
+    tolerance: float = TOLERANCE,
+    val_windows: int = 32,
+    progress: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Export a trained run to an edge bundle at ``out``; see the module docstring.
+
+    Raises:
+        CorekitError: the run has no weights, the tokenizer has no HF form, the graph does
+            not trace, or its parity check fails (the message gives the figure).
+    """
+    from corekit import __version__
+    from corekit.assemble import build_model
+    from corekit.export.graph import export_graph
+    from corekit.export.verify import parity
+    from corekit.plugins import get_registry
+    from corekit.rundir import RunDir
+    from corekit.spec import load_spec, spec_to_dict
+    from corekit.weights import load_weights
+
+    say = progress or (lambda message: None)
+    if quantize not in ("none", "int8"):
+        raise CorekitError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+    run = RunDir(Path(run_dir))
+    weights = run.path / "model.safetensors"
+    if not weights.is_file():
+        raise CorekitError(f"{run.path} has no model.safetensors; train it first (corekit train)")
+    out = Path(out)
+    check_out(out)
+    registry = registry or get_registry()
+    spec = load_spec(run.spec, registry=registry)
+    tokenizer = registry.build("tokenizer", spec.tokenizer).load(run.tokenizer)
+    tokenizer_json = tokenizer.edge_json()
+    model = build_model(spec.model, registry)
+    load_weights(model, weights)
+    model.eval()
+    hook = getattr(registry, "plugin_manager", None)
+    prepared = hook.hook.corekit_prepare_export(model=model, spec=spec) if hook is not None else None
+    graph_model = (prepared if prepared is not None else model).eval()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is meant to be shared
+        fp32 = tmp / (MODEL if quantize == "none" else "model.fp32.onnx")
+        say("tracing the graph with torch.onnx (dynamo)")
+        layout = export_graph(graph_model, fp32, opset=opset)
+        say("checking onnxruntime against PyTorch")
+        check = parity(graph_model, fp32, layout)
+        check["tolerance"] = tolerance
+        if not check["max_abs_logit_diff"] <= tolerance:
+            raise CorekitError(
+                f"export check failed: onnxruntime and PyTorch logits differ by up to {check['max_abs_logit_diff']:.3g} "
+                f"(allowed {tolerance:g}) at (batch, new, past) shapes {check['cases']}; no bundle was written. "
+                "A component probably behaves differently when traced; offer an export path via corekit_prepare_export"
+            )
+        report = ExportReport(out=out, quantize=quantize, parity=check)
+        if quantize == "int8":
+            from corekit.export.quantize import quantize_int8
+
+            say("quantizing to int8 with onnxruntime")
+            quantize_int8(fp32, tmp / MODEL)
+            report.sizes = {"float32": fp32.stat().st_size, "int8": (tmp / MODEL).stat().st_size}
+            if (run.data / "manifest.json").is_file():
+                say("scoring validation perplexity, fp32 and int8")
+                report.perplexity = _perplexities(
+                    {"float32": fp32, "int8": tmp / MODEL}, layout, model, run.data, val_windows)
+            fp32.unlink()
+            for extra in tmp.glob("model.fp32.onnx*"):
+                extra.unlink()
+        else:
+            report.sizes = {"float32": fp32.stat().st_size}
+        (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
+        inputs, outputs = _io(layout, model.vocab_size)
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "corekit_version": __version__,
+            "model": {"vocab_size": model.vocab_size, "context_length": model.context_length,
+                      "spec": spec_to_dict(spec)["model"]},
+            "cache": {"n_layers": layout.n_layers, "n_kv_heads": layout.n_kv_heads, "head_dim": layout.head_dim},
+            "inputs": inputs,
+            "outputs": outputs,
+            "tokenizer": {"name": spec.tokenizer.name, "file": TOKENIZER, "vocab_size": tokenizer.vocab_size,
+                          "special_tokens": dict(tokenizer.special_tokens), "eot_id": tokenizer.eot_id},
+            "dtype": "float32",
+            "weights": "int8" if quantize == "int8" else "float32",
+            "quantize": quantize,
+            "opset": _opset(tmp / MODEL),
+            "verification": check,
+            "perplexity": report.perplexity,
+            "files": file_entries(tmp, files),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        report.manifest = manifest
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _perplexities(graphs: dict[str, Path], layout, model, data: Path, windows: int) -> dict[str, float]:
+    from corekit.export.verify import OnnxLogits
+    from corekit.train.evaluate import perplexity, validation_loss
+
+    scores = {}
+    for name, path in graphs.items():
+        logits = OnnxLogits(path, layout, model.vocab_size, model.context_length)
+        scores[name] = perplexity(validation_loss(logits, data, model.context_length, max_windows=windows))
+    return scores

@@ -1,0 +1,235 @@
+"""``corekit export onnx``: the bundle, its manifest, int8, failures and plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli
+
+from corekit import hookimpl
+from corekit.edge.manifest import FORMAT_VERSION, MANIFEST, read_manifest
+from corekit.edge.runtime import EdgeModel
+from corekit.export.bundle import export_run
+from corekit.io import file_sha256
+
+pytestmark = pytest.mark.slow
+
+
+def test_cli_export_writes_a_verified_bundle(capsys, trained_run, tmp_path):
+    out = tmp_path / "bundle"
+    code, stdout, err = run_cli(capsys, "export", "onnx", str(trained_run), "--out", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "model.onnx", "tokenizer.json"]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["quantize"] == "none"
+    for name in ("model.onnx", "tokenizer.json"):
+        assert manifest["files"][name]["sha256"] == file_sha256(out / name)
+    assert manifest["verification"]["max_abs_logit_diff"] <= 1e-4
+    assert f"{manifest['verification']['max_abs_logit_diff']:.2e}" in stdout
+    assert [i["name"] for i in manifest["inputs"]][:2] == ["input_ids", "attention_mask"]
+    assert manifest["cache"] == {"n_layers": 2, "n_kv_heads": 2, "head_dim": 16}
+    assert manifest["model"]["spec"]["attention"]["name"] == "gqa"
+    assert manifest["tokenizer"]["special_tokens"] == {"<|endoftext|>": 256}
+    assert manifest["opset"] >= 18
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_opset_option_is_honoured(capsys, trained_run, tmp_path):
+    code, _, err = run_cli(capsys, "export", "onnx", str(trained_run), "--out", str(tmp_path / "b"), "--opset", "21")
+    assert code == 0, err
+    import onnx
+
+    model = onnx.load(str(tmp_path / "b" / "model.onnx"))
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {21}
+    assert read_manifest(tmp_path / "b")["opset"] == 21
+
+
+def test_int8_bundle_is_smaller_keeps_perplexity_and_cache_agrees(bundle_int8, bundle):
+    report = bundle_int8
+    # (on this small model the graph's own structure is a large share of the file; the size
+    # target is checked on the gpt2-small shape below)
+    assert report.sizes["int8"] < report.sizes["float32"]
+    ppl = report.perplexity
+    assert ppl["float32"] > 1.0 and abs(ppl["int8"] - ppl["float32"]) <= 0.05 * ppl["float32"], ppl
+    manifest = read_manifest(report.out)
+    assert manifest["weights"] == "int8" and manifest["perplexity"] == ppl
+    # fp32 perplexity of the ONNX graph equals what PyTorch measures for the run
+    edge = EdgeModel(report.out)
+    prompts = ["one two three", "def six_", "seven eight", "x + 4", "nine zero one two"]
+    cached = edge.generate(prompts, max_new_tokens=40, temperature=0)
+    recomputed = edge.generate(prompts, max_new_tokens=40, temperature=0, use_cache=False)
+    assert cached == recomputed
+    assert any(len(text) > 0 for text in cached)
+    # the int8 graph really is quantized: no float weight is left in any MatMul or Gather
+    import onnx
+
+    graph = onnx.load(str(report.out / "model.onnx")).graph
+    weights = {i.name: i.data_type for i in graph.initializer}
+    assert {n.op_type for n in graph.node} >= {"MatMulNBits", "DequantizeLinear"}
+    float_weights = [n.name for n in graph.node if n.op_type in ("MatMul", "Gather")
+                     and weights.get(n.input[0 if n.op_type == "Gather" else 1]) == onnx.TensorProto.FLOAT]
+    assert float_weights == []
+
+
+def test_int8_perplexity_agrees_with_pytorch_for_fp32(bundle_int8, trained_run):
+    from corekit.cli.run_cmd import _model_of
+    from corekit.plugins import get_registry
+    from corekit.rundir import RunDir
+    from corekit.spec import load_spec
+    from corekit.train.evaluate import perplexity, validation_loss
+
+    registry = get_registry()
+    spec = load_spec(trained_run / "spec.toml", registry=registry)
+    model = _model_of(spec, registry, RunDir(trained_run), 0)
+    ppl = perplexity(validation_loss(model, trained_run / "data", spec.model.context_length, max_windows=32))
+    assert bundle_int8.perplexity["float32"] == pytest.approx(ppl, rel=1e-4)
+
+
+def test_gpt2_small_shape_int8_is_under_35_percent(registry, tmp_path):
+    from corekit.assemble import build_model
+    from corekit.spec import load_spec
+    from corekit.weights import save_weights
+
+    examples = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
+    spec = load_spec(examples / "gpt2-small.toml", ["model.context_length=128"], registry)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "spec.toml").write_text((examples / "gpt2-small.toml").read_text().replace(
+        "context_length = 1024", "context_length = 128"))
+    tokenizer = registry.build("tokenizer", spec.tokenizer)
+    if tokenizer.needs_training:
+        tokenizer = tokenizer.train(["one two three four five six seven eight nine ten"] * 50)
+    tokenizer.save(run / "tokenizer.json")
+    torch.manual_seed(0)
+    save_weights(build_model(spec.model, registry), spec, registry, run / "model.safetensors")
+    report = export_run(run, tmp_path / "bundle", quantize="int8", registry=registry)
+    ratio = report.sizes["int8"] / report.sizes["float32"]
+    print(f"gpt2-small shape: fp32 {report.sizes['float32'] / 2**20:.1f} MiB, int8 "
+          f"{report.sizes['int8'] / 2**20:.1f} MiB ({ratio:.1%})")
+    assert report.sizes["float32"] > 4 * 120e6  # the whole fp32 model is in the file
+    assert ratio < 0.35
+
+
+class ExportingDiffers(torch.nn.Module):
+    """Adds 1 to the logits only while being traced: a model whose graph is wrong."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.vocab_size, self.context_length = model.vocab_size, model.context_length
+
+    def new_cache(self):
+        return self.model.new_cache()
+
+    def forward(self, input_ids, attention_mask=None, cache=None):
+        logits = self.model(input_ids, attention_mask, cache)
+        return logits + 1 if torch.compiler.is_exporting() else logits
+
+
+def plugin_returning(factory):
+    module = types.ModuleType("export_plugin_for_test")
+
+    @hookimpl
+    def corekit_prepare_export(model, spec):
+        return factory(model)
+
+    module.corekit_prepare_export = corekit_prepare_export
+    return module
+
+
+def test_a_failed_check_fails_the_export_and_keeps_the_old_bundle(capsys, trained_run, tmp_path, monkeypatch):
+    from corekit.plugins import load_registry, set_registry
+
+    out = tmp_path / "bundle"
+    code, _, err = run_cli(capsys, "export", "onnx", str(trained_run), "--out", str(out))
+    assert code == 0, err
+    before = {p.name: file_sha256(p) for p in out.iterdir()}
+    set_registry(load_registry(autoload=False, plugins=[plugin_returning(ExportingDiffers)]))
+    monkeypatch.setattr("corekit.plugins.configure", lambda *a, **k: None)  # keep the registry set above
+    code, _, err = run_cli(capsys, "export", "onnx", str(trained_run), "--out", str(out))
+    assert code == 2
+    assert "export check failed" in err and "differ by up to 1" in err and "Traceback" not in err
+    assert {p.name: file_sha256(p) for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_prepare_export_hook_result_is_what_gets_exported(trained_run, tmp_path):
+    from corekit.plugins import load_registry
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+            self.vocab_size, self.context_length = model.vocab_size, model.context_length
+
+        def new_cache(self):
+            return self.model.new_cache()
+
+        def forward(self, input_ids, attention_mask=None, cache=None):
+            return 2 * self.model(input_ids, attention_mask, cache)
+
+    registry = load_registry(autoload=False, plugins=[plugin_returning(Scaled)])
+    out = export_run(trained_run, tmp_path / "b", registry=registry).out
+    edge = EdgeModel(out)
+    ids = np.array([[1, 2, 3]])
+    logits, _ = edge.forward(ids, np.ones_like(ids), edge.empty_past(1))
+    plain = EdgeModel(export_run(trained_run, tmp_path / "plain", registry=load_registry(autoload=False)).out)
+    reference, _ = plain.forward(ids, np.ones_like(ids), plain.empty_past(1))
+    np.testing.assert_allclose(logits, 2 * reference, atol=1e-4)
+
+
+SQUARED_RELU = '''
+from typing import Literal
+import torch
+from corekit import hookimpl
+from corekit.params import ActivationParams
+
+class SquaredReLUParams(ActivationParams):
+    name: Literal["squared_relu"] = "squared_relu"
+
+class SquaredReLU(torch.nn.Module):
+    def forward(self, x):
+        return torch.relu(x) ** 2
+
+def build(params, ctx):
+    return SquaredReLU()
+
+@hookimpl
+def corekit_register_components(registry):
+    registry.add("activation", SquaredReLUParams, build)
+'''
+
+
+def test_a_third_party_component_of_plain_torch_ops_exports(tmp_path, monkeypatch):
+    from helpers import tiny_model
+
+    from corekit.export.graph import export_graph
+    from corekit.export.verify import parity
+    from corekit.plugins import load_registry
+
+    (tmp_path / "squared_relu_plugin.py").write_text(SQUARED_RELU)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import squared_relu_plugin
+
+    registry = load_registry(autoload=False, plugins=[squared_relu_plugin])
+    model = tiny_model(registry, mlp={"activation": "squared_relu"})
+    layout = export_graph(model, tmp_path / "m.onnx")
+    assert parity(model, tmp_path / "m.onnx", layout)["max_abs_logit_diff"] <= 1e-4
+    sys.modules.pop("squared_relu_plugin", None)
+
+
+def test_export_errors_are_clear(capsys, tmp_path, trained_run):
+    code, _, err = run_cli(capsys, "export", "onnx", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b"))
+    assert code == 2 and "Traceback" not in err and "nowhere" in err
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "keep.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "export", "onnx", str(trained_run), "--out", str(tmp_path / "stuff"))
+    assert code == 2 and "not a corekit bundle" in err
+    assert (tmp_path / "stuff" / "keep.txt").read_text() == "mine"
+    code, _, err = run_cli(capsys, "export", "onnx", str(trained_run), "--quantize", "int4")
+    assert code == 2 and "none, int8" in err
