@@ -195,7 +195,8 @@ class ExportSpec(BaseModel):
 
     model_config = OPEN_SECTION
     format: Literal["onnx"] = "onnx"
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal["none", "int8"] = Field("none", description="int8: onnxruntime's int8 weight quantization")
+    opset: int | None = Field(None, ge=18, description="ONNX opset (default: the exporter's)")
 
 
 class RunSpec(BaseModel):

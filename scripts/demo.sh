@@ -9,11 +9,16 @@ for spec in examples/tiny.toml examples/llama-style.toml examples/gpt2-small.tom
   run corekit spec validate "$spec"
 done
 run corekit spec show examples/tiny.toml
-# the main job: every stage of the tiny spec (a re-run skips the finished stages)
+# the main job: every stage of the tiny spec, ending with its int8 ONNX bundle in runs/tiny/export
+# (a re-run skips the finished stages)
 run corekit run examples/tiny.toml
 run corekit eval runs/tiny
 run corekit generate runs/tiny --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
 run corekit run examples/tiny.toml
 # a BPE tokenizer for the same corpus, in a run of its own
 run corekit tokenizer train examples/tiny.toml --set tokenizer.name=bpe --set tokenizer.vocab_size=4096 --run-dir runs/tiny-bpe
-echo; echo "loss curves: runs/tiny/curves.png, metrics: runs/tiny/metrics.csv, weights: runs/tiny/model.safetensors"
+# an fp32 bundle too, then generation from both with the torch-free edge runtime
+run corekit export onnx runs/tiny --out runs/tiny/export-fp32
+run corekit-edge runs/tiny/export-fp32 --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
+run corekit-edge runs/tiny/export --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
+echo; echo "loss curves: runs/tiny/curves.png, metrics: runs/tiny/metrics.csv, weights: runs/tiny/model.safetensors, edge bundles: runs/tiny/export (int8), runs/tiny/export-fp32"

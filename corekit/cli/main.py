@@ -16,6 +16,9 @@ from rich.console import Console
 
 from corekit.errors import CorekitError
 
+#: what the torch-free base install lacks: the train and export extras
+KIT_MODULES = {"torch", "lightning", "torchmetrics", "safetensors", "matplotlib", "onnx", "onnxscript", "onnxruntime"}
+
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 app = typer.Typer(
@@ -69,6 +72,14 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="corekit")
     except CorekitError as exc:
         err_console.print(f"error: {exc}", markup=False)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in KIT_MODULES:
+            raise
+        err_console.print(
+            f"error: this command needs {exc.name}, which is not installed here. The base install (and "
+            "corekit[edge]) runs exported bundles with corekit-edge only; install the whole kit with "
+            "pip install 'corekit[all]'", markup=False)
         sys.exit(2)
 
 

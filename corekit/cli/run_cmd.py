@@ -65,7 +65,8 @@ def run(
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set train.max_steps=50"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="tokenizer processes for data prepare"),
 ) -> None:
-    """Every stage in order: tokenizer, data, train, eval, samples; finished stages are skipped."""
+    """Every stage in order: tokenizer, data, train, eval, samples, and export when the spec has an
+    [export] section; finished stages are skipped."""
     from rich.console import Console
     from rich.table import Table
 
@@ -115,3 +116,18 @@ def run(
     for prompt, text in zip(SAMPLE_PROMPTS, samples, strict=True):
         out.rule(f"sample: {prompt!r}")
         out.print(prompt + text, markup=False, highlight=False)
+    if spec.export is not None:
+        _export_stage(spec, run_, console)
+
+
+def _export_stage(spec, run_, console) -> None:
+    from corekit.cli.export_cmd import export_and_report
+    from corekit.export.bundle import bundle_is_current
+
+    out = run_.path / "export"
+    e = spec.export
+    if bundle_is_current(out, run_.path / "model.safetensors", quantize=e.quantize, opset=e.opset):
+        console.print(f"[bold]export[/]: {out} is current; skipped")
+        return
+    console.print(f"[bold]export[/] -> {out} (onnx, quantize {e.quantize})")
+    export_and_report(run_.path, out, quantize=e.quantize, opset=e.opset)

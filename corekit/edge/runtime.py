@@ -78,7 +78,7 @@ class EdgeModel:
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One graph call: (B, T) ids, (B, P + T) mask, the past -> (B, T, V) logits and the present."""
         feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
-        feed.update(zip(self.past_names, past))
+        feed.update(zip(self.past_names, past, strict=True))
         logits, *present = self.session.run(None, feed)
         return logits, present
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from corekit.edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, MODEL, TOKENIZER, file_entries
 from corekit.errors import CorekitError
-from corekit.io import _umask
+from corekit.io import _umask, file_sha256
 
 #: fp32 max abs logit difference allowed between onnxruntime and PyTorch
 TOLERANCE = 1e-4
@@ -72,6 +72,20 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def bundle_is_current(out: Path, weights: Path, *, quantize: str, opset: int | None) -> bool:
+    """Whether ``out`` holds an intact bundle of these weights with these export settings."""
+    from corekit.edge.manifest import read_manifest
+
+    if not (out / MANIFEST).is_file() or not weights.is_file():
+        return False
+    try:
+        manifest = read_manifest(out)
+    except CorekitError:
+        return False
+    return (manifest.get("quantize") == quantize and manifest.get("requested_opset") == opset
+            and manifest.get("source", {}).get("weights_sha256") == file_sha256(weights))
 
 
 def check_out(out: Path) -> None:
@@ -181,6 +195,8 @@ def export_run(
             "weights": "int8" if quantize == "int8" else "float32",
             "quantize": quantize,
             "opset": _opset(tmp / MODEL),
+            "requested_opset": opset,
+            "source": {"weights_sha256": file_sha256(weights)},
             "verification": check,
             "perplexity": report.perplexity,
             "files": file_entries(tmp, files),

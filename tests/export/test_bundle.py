@@ -233,3 +233,19 @@ def test_export_errors_are_clear(capsys, tmp_path, trained_run):
     assert (tmp_path / "stuff" / "keep.txt").read_text() == "mine"
     code, _, err = run_cli(capsys, "export", "onnx", str(trained_run), "--quantize", "int4")
     assert code == 2 and "none, int8" in err
+
+
+def test_corekit_run_exports_when_the_spec_has_an_export_section(capsys, trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    spec = tmp_path / "spec.toml"
+    spec.write_text((trained_run.parent / "spec.toml").read_text() + '\n[export]\nformat = "onnx"\nquantize = "int8"\n')
+    code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(run), "-j", "1")
+    assert code == 0, err
+    manifest = read_manifest(run / "export")
+    assert manifest["quantize"] == "int8" and manifest["source"]["weights_sha256"] == file_sha256(run / "model.safetensors")
+    assert "int8 model.onnx" in out
+    code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(run), "-j", "1")
+    assert code == 0 and "is current; skipped" in " ".join(err.split())
