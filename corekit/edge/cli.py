@@ -84,6 +84,7 @@ def edge(
     model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    stop_tokens=stops, seed=seed, on_token=show)
     sys.stdout.write(stream.flush() + "\n")
+    sys.stdout.flush()
     _rate(count, time.perf_counter() - start)
 
 
