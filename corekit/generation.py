@@ -8,11 +8,11 @@ al. 2020, arXiv:1904.09751), reproducible with ``seed``.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
+from corekit.edge.sampling import check_sampling
 from corekit.errors import CorekitError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,21 +55,6 @@ def sample_next(
     if top_p is not None and top_p < 1.0:
         logits = top_p_filter(logits, top_p)
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
-
-
-def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise a :class:`CorekitError` listing every sampling argument out of range."""
-    problems = []
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        problems.append(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
-        problems.append(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        problems.append(f"top_k must be an integer >= 1, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        problems.append(f"top_p must be in (0, 1], got {top_p!r}")
-    if problems:
-        raise CorekitError("; ".join(problems))
 
 
 def _prompt_ids(prompts, tokenizer, vocab_size: int) -> list[list[int]]:

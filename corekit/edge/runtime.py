@@ -8,30 +8,14 @@ decodes exactly as it would alone.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from corekit.edge.manifest import MODEL, TOKENIZER, read_manifest
-from corekit.edge.sampling import sample_next
+from corekit.edge.sampling import check_sampling, sample_next
 from corekit.errors import CorekitError
-
-
-def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise a :class:`CorekitError` listing every sampling argument out of range."""
-    problems = []
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        problems.append(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
-        problems.append(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        problems.append(f"top_k must be an integer >= 1, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        problems.append(f"top_p must be in (0, 1], got {top_p!r}")
-    if problems:
-        raise CorekitError("; ".join(problems))
 
 
 class EdgeModel:

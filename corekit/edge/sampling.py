@@ -1,12 +1,18 @@
 """Choosing the next token from logits, in numpy: greedy, temperature, top-k and top-p.
 
+:func:`check_sampling` also serves :mod:`corekit.generation` (torch), so both check alike.
+
 The same rules as :mod:`corekit.generation` (top-p keeps the smallest set of most likely
 tokens whose probability reaches p; Holtzman et al. 2020, arXiv:1904.09751), without torch.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from corekit.errors import CorekitError
 
 
 def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
@@ -59,3 +65,18 @@ def sample_next(
     cdf = np.cumsum(probs, axis=-1)
     draws = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
     return np.minimum((cdf <= draws).sum(axis=-1), probs.shape[-1] - 1).astype(np.int64)
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a :class:`CorekitError` listing every sampling argument out of range."""
+    problems = []
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        problems.append(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        problems.append(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        problems.append(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        problems.append(f"top_p must be in (0, 1], got {top_p!r}")
+    if problems:
+        raise CorekitError("; ".join(problems))

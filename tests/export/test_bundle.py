@@ -109,20 +109,24 @@ def test_gpt2_small_shape_int8_is_under_35_percent(registry, tmp_path):
     assert ratio < 0.35
 
 
-class ExportingDiffers(torch.nn.Module):
-    """Adds 1 to the logits only while being traced: a model whose graph is wrong."""
+class Wrapped(torch.nn.Module):
+    """A model whose logits pass through ``change`` (a plugin's export-time replacement)."""
 
-    def __init__(self, model):
+    def __init__(self, model, change):
         super().__init__()
-        self.model = model
+        self.model, self.change = model, change
         self.vocab_size, self.context_length = model.vocab_size, model.context_length
 
     def new_cache(self):
         return self.model.new_cache()
 
     def forward(self, input_ids, attention_mask=None, cache=None):
-        logits = self.model(input_ids, attention_mask, cache)
-        return logits + 1 if torch.compiler.is_exporting() else logits
+        return self.change(self.model(input_ids, attention_mask, cache))
+
+
+def ExportingDiffers(model):  # noqa: N802 - a module factory
+    """Adds 1 to the logits only while being traced: a model whose graph is wrong."""
+    return Wrapped(model, lambda logits: logits + 1 if torch.compiler.is_exporting() else logits)
 
 
 def plugin_returning(factory):
@@ -156,17 +160,8 @@ def test_a_failed_check_fails_the_export_and_keeps_the_old_bundle(capsys, traine
 def test_prepare_export_hook_result_is_what_gets_exported(trained_run, bundle, tmp_path):
     from corekit.plugins import load_registry
 
-    class Scaled(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-            self.vocab_size, self.context_length = model.vocab_size, model.context_length
-
-        def new_cache(self):
-            return self.model.new_cache()
-
-        def forward(self, input_ids, attention_mask=None, cache=None):
-            return 2 * self.model(input_ids, attention_mask, cache)
+    def Scaled(model):  # noqa: N802 - a module factory
+        return Wrapped(model, lambda logits: 2 * logits)
 
     registry = load_registry(autoload=False, plugins=[plugin_returning(Scaled)])
     out = export_run(trained_run, tmp_path / "b", registry=registry).out
