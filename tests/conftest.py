@@ -31,7 +31,7 @@ def _fresh_shared_registry(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A small model trained for a few hundred steps on generated text (bytes tokenizer):
+    """A small model trained for 80 steps on generated text (bytes tokenizer):
     a real trained run directory, shared by the export and edge tests."""
     from bundles import train_small_run
 

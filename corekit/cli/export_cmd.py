@@ -51,4 +51,6 @@ def export_and_report(run_dir: Path, out: Path, *, quantize: str, opset: int | N
     if len(report.sizes) == 2:
         table.add_row("int8 / fp32 size", f"{report.sizes['int8'] / report.sizes['float32']:.1%}")
     table.add_row("opset", str(report.manifest["opset"]))
+    for note in report.notes:
+        table.add_row("note", note)
     Console().print(table)

@@ -67,9 +67,40 @@ def read_manifest(bundle: str | Path, *, verify: bool = True) -> dict[str, Any]:
     missing = [key for key in REQUIRED if key not in manifest]
     if missing:
         raise CorekitError(f"{path} lacks the fields {missing}; re-export the bundle")
+    check_fields(path, manifest)
     if verify:
         verify_files(bundle, manifest["files"])
     return manifest
+
+
+def check_fields(path: Path, manifest: dict[str, Any]) -> None:
+    """Raise a :class:`CorekitError` naming every manifest field the runtime needs that is
+    missing or of the wrong type, including a file list that leaves out the model or tokenizer."""
+    problems = []
+
+    def need(section: str, keys: tuple[str, ...], kind: type) -> None:
+        table = manifest.get(section)
+        if not isinstance(table, dict):
+            problems.append(f"{section} must be a table")
+            return
+        problems.extend(f"{section}.{key} must be {kind.__name__}" for key in keys
+                        if not isinstance(table.get(key), kind) or isinstance(table.get(key), bool))
+
+    need("cache", ("n_layers", "n_kv_heads", "head_dim"), int)
+    need("model", ("vocab_size", "context_length"), int)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int) for e in files.values()
+    ):
+        problems.append("files must map each file name to {sha256, bytes}")
+    elif not {MODEL, TOKENIZER} <= set(files) or ((path.parent / (MODEL + ".data")).exists() and MODEL + ".data" not in files):
+        problems.append(f"files must list {MODEL}, {TOKENIZER} (and {MODEL}.data when present)")
+    if not isinstance(manifest.get("tokenizer"), dict):
+        problems.append("tokenizer must be a table")
+    if not isinstance(manifest.get("inputs"), list) or not all(isinstance(i, dict) and "name" in i for i in manifest["inputs"]):
+        problems.append("inputs must be a list of {name, ...}")
+    if problems:
+        raise CorekitError(f"{path} is damaged or hand-edited: {'; '.join(problems)}; re-export the bundle")
 
 
 def verify_files(bundle: Path, files: dict[str, dict[str, Any]]) -> None:

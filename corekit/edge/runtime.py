@@ -28,8 +28,13 @@ class EdgeModel:
             verify: check every file against the manifest's sha256 (skip only for files you trust).
             threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         """
-        import onnxruntime as ort
-        from tokenizers import Tokenizer as HFTokenizer
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer as HFTokenizer
+        except ModuleNotFoundError as exc:
+            raise CorekitError(
+                f"the edge runtime needs {exc.name}, which is not installed; pip install 'corekit[edge]'"
+            ) from None
 
         self.path = Path(bundle)
         self.manifest = read_manifest(self.path, verify=verify)
@@ -63,12 +68,18 @@ class EdgeModel:
         """One graph call: (B, T) ids, (B, P + T) mask, the past -> (B, T, V) logits and the present."""
         feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
         feed.update(zip(self.past_names, past, strict=True))
-        logits, *present = self.session.run(None, feed)
+        try:
+            logits, *present = self.session.run(None, feed)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CorekitError(f"onnxruntime could not run {self.path / MODEL}: {exc}") from None
         return logits, present
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (special-token strings become their ids)."""
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        try:
+            return self.tokenizer.encode(text, add_special_tokens=False).ids
+        except Exception as exc:  # HF tokenizers raises a bare Exception, e.g. for unknown characters
+            raise CorekitError(f"the bundle's tokenizer cannot encode {text[:40]!r}: {exc}") from None
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``."""

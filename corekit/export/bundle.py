@@ -37,6 +37,13 @@ class ExportReport:
     sizes: dict[str, int] = field(default_factory=dict)
     perplexity: dict[str, float] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _graph_bytes(path: Path) -> int:
+    """Size of a graph with its external weights (``<name>.data``), if any."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
 def _io(layout, vocab_size: int) -> tuple[list[dict], list[dict]]:
@@ -84,8 +91,9 @@ def bundle_is_current(out: Path, weights: Path, *, quantize: str, opset: int | N
         manifest = read_manifest(out)
     except CorekitError:
         return False
+    source = manifest.get("source")
     return (manifest.get("quantize") == quantize and manifest.get("requested_opset") == opset
-            and manifest.get("source", {}).get("weights_sha256") == file_sha256(weights))
+            and isinstance(source, dict) and source.get("weights_sha256") == file_sha256(weights))
 
 
 def check_out(out: Path) -> None:
@@ -167,8 +175,11 @@ def export_run(
 
             say("quantizing to int8 with onnxruntime")
             quantize_int8(fp32, tmp / MODEL)
-            report.sizes = {"float32": fp32.stat().st_size, "int8": (tmp / MODEL).stat().st_size}
-            if (run.data / "manifest.json").is_file():
+            report.sizes = {"float32": _graph_bytes(fp32), "int8": _graph_bytes(tmp / MODEL)}
+            if not (run.data / "manifest.json").is_file():
+                say(f"{run.data} has no validation data: perplexity not measured")
+                report.notes.append(f"validation perplexity not measured: {run.data} has no prepared data")
+            else:
                 say("scoring validation perplexity, fp32 and int8")
                 report.perplexity = _perplexities(
                     {"float32": fp32, "int8": tmp / MODEL}, layout, model, run.data, val_windows)
@@ -176,7 +187,7 @@ def export_run(
             for extra in tmp.glob("model.fp32.onnx*"):
                 extra.unlink()
         else:
-            report.sizes = {"float32": fp32.stat().st_size}
+            report.sizes = {"float32": _graph_bytes(fp32)}
         (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
         inputs, outputs = _io(layout, model.vocab_size)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())

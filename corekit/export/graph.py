@@ -60,8 +60,13 @@ def cache_layout(model: nn.Module) -> CacheLayout:
     cache = model.new_cache()
     with torch.no_grad():
         model(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), cache)
+    if any(layer.k is None or layer.v is None for layer in cache.layers):
+        raise CorekitError(
+            "cannot export: a layer's attention did not store its keys/values in the KV cache "
+            "(cache.update); the ONNX graph needs every layer's cache"
+        )
     shapes = {tuple(layer.k.shape) for layer in cache.layers} | {tuple(layer.v.shape) for layer in cache.layers}
-    if len(shapes) != 1 or any(layer.k is None for layer in cache.layers):
+    if len(shapes) != 1:
         raise CorekitError(
             f"cannot export: the layers cache keys/values of different shapes {sorted(shapes)}; the ONNX "
             "graph needs every layer's cache as (batch, kv_heads, past, head_dim)"

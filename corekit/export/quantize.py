@@ -152,7 +152,7 @@ def quantize_int8(src: str | Path, dst: str | Path, *, block_size: int | None = 
         op_types_to_quantize=("MatMul",), quant_axes=(("MatMul", 0),),
     )
     root = logging.getLogger()
-    saved = root.level, list(root.handlers)
+    saved = root.level, list(root.handlers), logging.root.manager.disable
     logging.disable(logging.WARNING)  # the quantizers log every node, and advice, at INFO/WARNING
     try:
         quantizer = MatMulNBitsQuantizer(model, algo_config=config)
@@ -168,7 +168,7 @@ def quantize_int8(src: str | Path, dst: str | Path, *, block_size: int | None = 
     except Exception as exc:  # onnxruntime's quantizers raise assorted types
         raise CorekitError(f"onnxruntime could not quantize {src} to int8: {exc}") from exc
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(saved[2])
         # importing onnxruntime's block quantizer calls logging.basicConfig(level=INFO): undo it
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from corekit.errors import CorekitError
 from corekit.export.graph import CacheLayout, CachedDecoder, random_inputs
 
 #: (batch, new tokens, past length) checked at export
@@ -54,11 +55,20 @@ def parity(
         inputs = random_inputs(layout, model.vocab_size, batch, seq, past, generator=gen)
         expected = wrapper(*inputs)
         got = run_session(sess, inputs)
-        logit_diff = max(logit_diff, float(np.abs(got[0] - expected[0].numpy()).max()))
+        logit_diff = max(logit_diff, _max_diff(got[0], expected[0].numpy()))
         for g, e in zip(got[1:], expected[1:], strict=True):
-            cache_diff = max(cache_diff, float(np.abs(g - e.numpy()).max()))
+            cache_diff = max(cache_diff, _max_diff(g, e.numpy()))
         checked.append([batch, seq, past])
+    if not checked:
+        raise CorekitError(f"cannot check the export: no parity case fits the context length {context}")
     return {"max_abs_logit_diff": logit_diff, "max_abs_cache_diff": cache_diff, "cases": checked}
+
+
+def _max_diff(got: np.ndarray, expected: np.ndarray) -> float:
+    """Largest absolute difference; inf when either side has a NaN or inf (max() would drop a NaN)."""
+    if not (np.isfinite(got).all() and np.isfinite(expected).all()):
+        return float("inf")
+    return float(np.abs(got - expected).max()) if got.size else 0.0
 
 
 class OnnxLogits(nn.Module):

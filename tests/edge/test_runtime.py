@@ -130,7 +130,7 @@ def test_cli_streams_and_reports(bundle, capsys):
     out = capsys.readouterr()
     edge = EdgeModel(bundle)
     assert out.out == "one two" + edge.generate(["one two"], max_new_tokens=10, temperature=0)[0] + "\n"
-    assert "10 tokens" in out.err or "tokens in" in out.err
+    assert "[10 tokens in" in out.err
 
 
 def test_text_stream_holds_back_partial_characters():
@@ -174,6 +174,8 @@ def test_tampered_missing_and_future_bundles_give_clear_errors(bundle, tmp_path,
     (target / "tokenizer.json").unlink()
     with pytest.raises(CorekitError, match="missing tokenizer.json"):
         EdgeModel(target)
+    code, err = run_edge(capsys, target)
+    assert code == 2 and "missing tokenizer.json" in err and "Traceback" not in err
 
     target = copy_bundle(bundle, tmp_path / "future")
     manifest = json.loads((target / MANIFEST).read_text())
@@ -189,3 +191,41 @@ def test_tampered_missing_and_future_bundles_give_clear_errors(bundle, tmp_path,
     (tmp_path / "empty").mkdir()
     code, err = run_edge(capsys, tmp_path / "empty")
     assert code == 2 and "no corekit-export.json" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field, value, message", [
+    ("files", [], "files must map"),
+    ("cache", {}, "cache.n_layers must be int"),
+    ("model", {"vocab_size": "257", "context_length": 64}, "model.vocab_size must be int"),
+])
+def test_a_hand_edited_manifest_gives_a_clear_error(bundle, tmp_path, capsys, field, value, message):
+    target = copy_bundle(bundle, tmp_path)
+    manifest = json.loads((target / MANIFEST).read_text())
+    manifest[field] = value
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    code, err = run_edge(capsys, target)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_manifest_that_stops_listing_the_model_is_refused(bundle, tmp_path):
+    target = copy_bundle(bundle, tmp_path)
+    manifest = json.loads((target / MANIFEST).read_text())
+    del manifest["files"]["model.onnx"]  # then a tampered model.onnx would go unchecked
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CorekitError, match="files must list model.onnx"):
+        EdgeModel(target)
+
+
+@pytest.mark.slow
+def test_tokenizer_failures_are_user_errors(bundle, monkeypatch):
+    edge = EdgeModel(bundle)
+
+    class Failing:
+        def encode(self, text, add_special_tokens=False):
+            raise Exception("WordLevel error: Missing [UNK] token from the vocabulary")
+
+    monkeypatch.setattr(edge, "tokenizer", Failing())
+    with pytest.raises(CorekitError, match="cannot encode 'naïve'.*Missing \\[UNK\\]"):
+        edge.generate(["naïve"])
