@@ -191,6 +191,8 @@ def export_run(
         (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
         inputs, outputs = _io(layout, model.vocab_size)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        for name in files:  # some writers (onnx external data) make 0600 files; a bundle is shared
+            (tmp / name).chmod(0o666 & ~_umask())
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

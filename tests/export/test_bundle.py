@@ -14,6 +14,7 @@ from helpers import run_cli
 from corekit import hookimpl
 from corekit.edge.manifest import FORMAT_VERSION, MANIFEST, read_manifest
 from corekit.edge.runtime import EdgeModel
+from corekit.errors import CorekitError
 from corekit.export.bundle import export_run
 from corekit.io import file_sha256
 
@@ -250,3 +251,29 @@ def test_corekit_run_exports_when_the_spec_has_an_export_section(capsys, trained
     assert "int8 model.onnx" in out
     code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(run), "-j", "1")
     assert code == 0 and "is current; skipped" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_weights_in_external_data_are_hashed_and_load(trained_run, bundle, tmp_path, monkeypatch, quantize):
+    # the >2 GB path, made to happen on a small model by lowering both size thresholds
+    monkeypatch.setattr("torch.onnx._internal.exporter._onnx_program._LARGE_MODEL_THRESHOLD", 0)
+    monkeypatch.setattr("corekit.export.quantize.SAVE_EXTERNAL_ABOVE", 0)
+    report = export_run(trained_run, tmp_path / "b", quantize=quantize)
+    out = report.out
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "model.onnx", "model.onnx.data", "tokenizer.json"]
+    assert report.manifest["files"]["model.onnx.data"]["sha256"] == file_sha256(out / "model.onnx.data")
+    if quantize == "none":  # (int8 keeps small tensors, and the graph, in model.onnx)
+        assert (out / "model.onnx").stat().st_size < (out / "model.onnx.data").stat().st_size
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir())  # readable by all, like other files
+    assert report.sizes[{"none": "float32", "int8": "int8"}[quantize]] > (out / "model.onnx.data").stat().st_size
+    prompts = [[1, 2, 3], [40, 41]]
+    tokens = EdgeModel(out).generate(prompts, max_new_tokens=12, temperature=0)
+    if quantize == "none":
+        assert tokens == EdgeModel(bundle).generate(prompts, max_new_tokens=12, temperature=0)
+    with open(out / "model.onnx.data", "r+b") as fh:  # the weights file is checked like any other
+        fh.seek(64)
+        byte = fh.read(1)
+        fh.seek(64)
+        fh.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(CorekitError, match="model.onnx.data does not match the sha256"):
+        EdgeModel(out)
