@@ -54,3 +54,12 @@ def run_cli(capsys, *args):
         code = exc.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def flip_byte(path, offset: int) -> None:
+    """Corrupt a file in place by flipping the low bit of the byte at ``offset``."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 1]))

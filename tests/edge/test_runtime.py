@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import flip_byte
 
 from corekit.edge.cli import TextStream, main
 from corekit.edge.manifest import MANIFEST
@@ -160,11 +161,7 @@ def run_edge(capsys, target):
 @pytest.mark.slow
 def test_tampered_missing_and_future_bundles_give_clear_errors(bundle, tmp_path, capsys):
     target = copy_bundle(bundle, tmp_path)
-    with open(target / "model.onnx", "r+b") as fh:  # flip one byte
-        fh.seek(100)
-        byte = fh.read(1)
-        fh.seek(100)
-        fh.write(bytes([byte[0] ^ 1]))
+    flip_byte(target / "model.onnx", 100)
     with pytest.raises(CorekitError, match="model.onnx does not match the sha256"):
         EdgeModel(target)
     code, err = run_edge(capsys, target)

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import flip_byte, run_cli
 
 from corekit import hookimpl
 from corekit.edge.manifest import FORMAT_VERSION, MANIFEST, read_manifest
@@ -270,10 +270,6 @@ def test_weights_in_external_data_are_hashed_and_load(trained_run, bundle, tmp_p
     tokens = EdgeModel(out).generate(prompts, max_new_tokens=12, temperature=0)
     if quantize == "none":
         assert tokens == EdgeModel(bundle).generate(prompts, max_new_tokens=12, temperature=0)
-    with open(out / "model.onnx.data", "r+b") as fh:  # the weights file is checked like any other
-        fh.seek(64)
-        byte = fh.read(1)
-        fh.seek(64)
-        fh.write(bytes([byte[0] ^ 1]))
+    flip_byte(out / "model.onnx.data", 64)  # the weights file is checked like any other
     with pytest.raises(CorekitError, match="model.onnx.data does not match the sha256"):
         EdgeModel(out)
