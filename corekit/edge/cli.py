@@ -62,12 +62,12 @@ def edge(
     stops: list[int | str | None] = list(stop) if stop else [model.eot_id]
     if len(prompt) > 1:  # a batch: print each row when done
         start = time.perf_counter()
-        texts = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                               top_p=top_p, stop_tokens=stops, seed=seed)
-        for p, text in zip(prompt, texts, strict=True):
+        ids = model.generate([model.encode(p) for p in prompt], max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stops, seed=seed)
+        for p, row in zip(prompt, ids, strict=True):
             typer.echo(f"--- {p!r}")
-            typer.echo(p + text)
-        _rate(sum(len(model.encode(t)) for t in texts), time.perf_counter() - start)
+            typer.echo(p + model.decode(row))
+        _rate(sum(len(row) for row in ids), time.perf_counter() - start)
         return
     stream = TextStream(model.decode)
     sys.stdout.write(prompt[0])

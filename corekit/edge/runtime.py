@@ -18,6 +18,17 @@ from corekit.edge.sampling import check_sampling, sample_next
 from corekit.errors import CorekitError
 
 
+def cpu_session(path: str | Path, threads: int | None = None):
+    """A quiet CPU onnxruntime session for the graph at ``path`` (``threads``: intra-op threads)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class EdgeModel:
     """An exported model and its tokenizer, ready to generate on CPU."""
 
@@ -29,7 +40,7 @@ class EdgeModel:
             threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         """
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401 - a clear error here if it is missing
             from tokenizers import Tokenizer as HFTokenizer
         except ModuleNotFoundError as exc:
             raise CorekitError(
@@ -43,12 +54,8 @@ class EdgeModel:
         self.context_length = self.manifest["model"]["context_length"]
         self.vocab_size = self.manifest["model"]["vocab_size"]
         self.past_names = [i["name"] for i in self.manifest["inputs"][2:]]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.path / MODEL), options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(self.path / MODEL, threads)
             self.tokenizer = HFTokenizer.from_file(str(self.path / TOKENIZER))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise CorekitError(f"cannot load the bundle {self.path}: {exc}") from None

@@ -22,14 +22,10 @@ CASES: tuple[tuple[int, int, int], ...] = ((1, 7, 0), (2, 5, 0), (2, 1, 6), (3, 
 
 
 def session(path: str | Path, threads: int | None = None):
-    """A CPU onnxruntime session for ``path``."""
-    import onnxruntime as ort
+    """A CPU onnxruntime session for ``path``, set up as the edge runtime sets up its own."""
+    from corekit.edge.runtime import cpu_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads)
 
 
 def run_session(sess, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
