@@ -76,6 +76,23 @@ def build_model(
     return model
 
 
+def build_run_model(spec: RunSpec, registry: Registry | None = None) -> Decoder:
+    """The model of a run spec with the structure its saved weights have: :func:`build_model`,
+    then each compressor listed under ``compressed`` restores its changes (quantized layers, say)."""
+    reg = _registry(registry)
+    model = build_model(spec, reg)
+    for params in spec.compressed:
+        model = reg.build("compressor", params).restore(model)
+    return model
+
+
+def load_run_model(spec: RunSpec, weights, registry: Registry | None = None) -> Decoder:
+    """:func:`build_run_model` with the weights file ``weights`` loaded into it."""
+    from corekit.weights import load_weights
+
+    return load_weights(build_run_model(spec, registry), weights)
+
+
 def build_tokenizer(spec: RunSpec, registry: Registry | None = None) -> Tokenizer:
     """Build the tokenizer a run spec names (untrained, for tokenizers that need training)."""
     return _registry(registry).build("tokenizer", spec.tokenizer)

@@ -78,6 +78,9 @@ class AttentionParams(Params):
     window: PositiveInt | None = Field(
         None, description="sliding-window size: each query sees at most this many keys"
     )
+    head_dim: PositiveInt | None = Field(
+        None, description="width of each head (default d_model / n_heads; set by structured pruning)"
+    )
 
     @property
     def kv_heads(self) -> int:
@@ -121,8 +124,10 @@ class ModelContext:
     bias: bool
     dropout: float
     layout: str
+    #: an explicit head width (``attention.head_dim``); None means ``d_model // n_heads``
+    head_size: int | None = None
 
     @property
     def head_dim(self) -> int:
         """Width of one attention head."""
-        return self.d_model // self.n_heads
+        return self.head_size or self.d_model // self.n_heads

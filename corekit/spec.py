@@ -15,7 +15,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from corekit.errors import CorekitError, SpecError, SpecIssue
@@ -72,10 +74,11 @@ class ModelSpec(BaseModel):
         if not isinstance(self.attention, Params):  # no attention plugins loaded
             return self
         n_heads = self.attention.n_heads
-        if self.d_model % n_heads:
+        if self.d_model % n_heads and getattr(self.attention, "head_dim", None) is None:
             divisors = [h for h in range(1, min(self.d_model, 64) + 1) if self.d_model % h == 0]
             raise cross_field_error(
-                [("attention.n_heads", f"n_heads={n_heads} must divide d_model={self.d_model}; e.g. {divisors}")]
+                [("attention.n_heads", f"n_heads={n_heads} must divide d_model={self.d_model} (or set attention.head_dim); "
+                                        f"e.g. {divisors}")]
             )
         ctx = self.context()
         issues: list[tuple[str, str]] = []
@@ -109,6 +112,7 @@ class ModelSpec(BaseModel):
             bias=self.bias,
             dropout=self.dropout,
             layout=self.layout,
+            head_size=getattr(self.attention, "head_dim", None),
         )
 
 
@@ -200,7 +204,7 @@ class ExportSpec(BaseModel):
 
 
 class RunSpec(BaseModel):
-    """A whole run: model, tokenizer, data, training and export."""
+    """A whole run: model, tokenizer, data, training, compression and export."""
 
     model_config = SECTION
     model: ModelSpec
@@ -208,6 +212,19 @@ class RunSpec(BaseModel):
     data: DataSpec = Field(default_factory=DataSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     export: ExportSpec | None = None
+    compress: list[Slot["compressor"]] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description="compressors `corekit run` applies after training, in order ([compress] or [[compress]])",
+    )
+    compressed: list[Slot["compressor"]] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description="written by `corekit compress`: the compressors already applied to this run's weights, in order",
+    )
+
+    @field_validator("compress", "compressed", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (dict, str)) else value
 
     @model_validator(mode="after")
     def _vocab(self) -> RunSpec:
@@ -412,8 +429,13 @@ def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
 
 
 def spec_to_dict(spec: BaseModel) -> dict[str, Any]:
-    """The resolved spec as plain data (None values dropped, as TOML has no null)."""
-    return spec.model_dump(mode="json", exclude_none=True)
+    """The resolved spec as plain data (None values dropped, as TOML has no null; so are empty
+    compressor lists, so that a spec file may still add ``[compress]`` tables)."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    for key in ("compress", "compressed"):
+        if data.get(key) == []:
+            del data[key]
+    return data
 
 
 def spec_to_toml(spec: BaseModel) -> str:

@@ -29,5 +29,5 @@ def flops_per_token(model: nn.Module, spec: ModelSpec, seq_len: int | None = Non
 
     seq = seq_len or spec.context_length
     linear = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
-    d_attn = spec.attention.n_heads * (spec.d_model // spec.attention.n_heads)
+    d_attn = spec.attention.n_heads * spec.context().head_dim
     return linear + spec.n_layers * 4 * seq * d_attn

@@ -1,7 +1,8 @@
 """Model weights as safetensors, with the resolved spec and plugin versions in the metadata.
 
-Nothing pickled is written or read. A tied LM head is stored once (safetensors refuses
-shared tensors) and re-tied on load.
+Nothing pickled is written or read. A tensor shared by several modules (a tied LM head) is
+stored once under its first name (safetensors refuses shared tensors); the model being
+loaded shares it again, so the other names may be absent from the file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,19 @@ from corekit.errors import CorekitError
 from corekit.io import atomic_write_bytes
 
 
+def aliases(state: dict) -> dict[str, str]:
+    """``{name: first name}`` for every state-dict entry that shares its tensor with an earlier one."""
+    first: dict[tuple, str] = {}
+    found = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if key in first:
+            found[name] = first[key]
+        else:
+            first[key] = name
+    return found
+
+
 def save_weights(model, spec, registry, path: str | Path) -> Path:
     """Write ``model``'s weights to ``path`` atomically, with the spec in the metadata."""
     from safetensors.torch import save
@@ -20,16 +34,18 @@ def save_weights(model, spec, registry, path: str | Path) -> Path:
     from corekit import __version__
     from corekit.spec import spec_to_dict
 
-    tied = model.lm_head.weight is model.tok_emb.weight
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-             if not (tied and k == "lm_head.weight")}
+    full = model.state_dict()
+    shared = aliases(full)
+    state = {k: v.detach().contiguous().cpu() for k, v in full.items() if k not in shared}
     m = spec.model
     used = {("attention", m.attention.name), ("attention_kernel", m.attention.kernel.name), ("norm", m.norm.name),
             ("activation", m.mlp.activation.name), ("positional", m.position.name), ("tokenizer", spec.tokenizer.name)}
+    used |= {("compressor", c.name) for c in getattr(spec, "compressed", [])}
     sources = {(kind, name): registry.get(kind, name).source for kind, name in used}
     plugins = {f"{kind}:{name}": f"{src.package} {src.version}".strip() for (kind, name), src in sorted(sources.items())}
     metadata = {"format": "corekit-weights", "corekit": __version__, "spec": json.dumps(spec_to_dict(spec)),
-                "plugins": json.dumps(plugins), "tied_embeddings": str(tied)}
+                "plugins": json.dumps(plugins), "shared": json.dumps(shared),
+                "tied_embeddings": str(any(k.startswith("lm_head.") for k in shared))}
     return atomic_write_bytes(path, save(state, metadata=metadata))
 
 
@@ -42,9 +58,12 @@ def load_weights(model, path: str | Path):
         state = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise CorekitError(f"cannot read weights {path}: {exc}") from None
-    tied = model.lm_head.weight is model.tok_emb.weight
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
+    shared = aliases(model.state_dict())
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        raise CorekitError(f"{path} does not fit the spec's model: {exc}") from None
+    missing = [k for k in missing if not (k in shared and shared[k] in state)]
     if missing or unexpected:
         raise CorekitError(
             f"{path} does not fit the spec's model: missing {missing[:5]}, unexpected {unexpected[:5]}"

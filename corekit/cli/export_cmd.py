@@ -49,7 +49,10 @@ def export_and_report(run_dir: Path, out: Path, *, quantize: str, opset: int | N
         ppl = report.perplexity.get(name)
         table.add_row(f"{name} model.onnx", f"{size / 2**20:.2f} MiB" + (f", val perplexity {ppl:.3f}" if ppl else ""))
     if len(report.sizes) == 2:
-        table.add_row("int8 / fp32 size", f"{report.sizes['int8'] / report.sizes['float32']:.1%}")
+        name = next(k for k in report.sizes if k != "float32")
+        table.add_row(f"{name} / float32 size", f"{report.sizes[name] / report.sizes['float32']:.1%}")
+    if "stored_integers_max_abs_logit_diff" in check:
+        table.add_row("integer graph vs quantized PyTorch", f"{check['stored_integers_max_abs_logit_diff']:.2e}")
     table.add_row("opset", str(report.manifest["opset"]))
     for note in report.notes:
         table.add_row("note", note)

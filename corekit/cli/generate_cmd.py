@@ -68,14 +68,14 @@ def generate(
     """Generate text from a run's trained model (random, seeded weights if it has none yet)."""
     import torch
 
-    from corekit.assemble import build_model
+    from corekit.assemble import build_run_model
     from corekit.generation import check_sampling
     from corekit.generation import generate as run_generation
 
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     spec, tokenizer, run = _spec_and_tokenizer(target, run_dir, set_)
     torch.manual_seed(seed)
-    model = build_model(spec)
+    model = build_run_model(spec)
     weights = run.path / "model.safetensors"
     if weights.is_file():
         from corekit.weights import load_weights

@@ -47,7 +47,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _register_commands() -> None:
-    from corekit.cli import data_cmd, export_cmd, generate_cmd, plugins_cmd, run_cmd, spec_cmd, train_cmd
+    from corekit.cli import compress_cmd, data_cmd, export_cmd, generate_cmd, plugins_cmd, run_cmd, spec_cmd, train_cmd
 
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(spec_cmd.app, name="spec")
@@ -57,6 +57,7 @@ def _register_commands() -> None:
     app.command("eval")(run_cmd.evaluate)
     app.command("run")(run_cmd.run)
     app.command("generate")(generate_cmd.generate)
+    app.command("compress")(compress_cmd.compress)
     app.add_typer(export_cmd.app, name="export")
 
 

@@ -13,11 +13,11 @@ SAMPLE_PROMPTS = ["def ", "import ", "The "]
 def _model_of(spec, registry, run, seed: int):
     import torch
 
-    from corekit.assemble import build_model
+    from corekit.assemble import build_run_model
     from corekit.weights import load_weights
 
     torch.manual_seed(seed)
-    model = build_model(spec, registry)
+    model = build_run_model(spec, registry)
     weights = run.path / "model.safetensors"
     if weights.is_file():
         load_weights(model, weights)
@@ -65,8 +65,9 @@ def run(
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set train.max_steps=50"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="tokenizer processes for data prepare"),
 ) -> None:
-    """Every stage in order: tokenizer, data, train, eval, samples, and export when the spec has an
-    [export] section; finished stages are skipped."""
+    """Every stage in order: tokenizer, data, train, eval, samples, then compress when the spec has a
+    [compress] section (into RUN/compress/) and export when it has an [export] section (of the
+    compressed model, if any); finished stages are skipped."""
     from rich.console import Console
     from rich.table import Table
 
@@ -116,18 +117,35 @@ def run(
     for prompt, text in zip(SAMPLE_PROMPTS, samples, strict=True):
         out.rule(f"sample: {prompt!r}")
         out.print(prompt + text, markup=False, highlight=False)
+    final = _compress_stage(spec, run_, registry, console) if spec.compress else run_.path
     if spec.export is not None:
-        _export_stage(spec, run_, console)
+        _export_stage(spec, final, run_.path / "export", console)
 
 
-def _export_stage(spec, run_, console) -> None:
+def _compress_stage(spec, run_, registry, console) -> Path:
+    """Apply the spec's compressors in order, each into ``RUN/compress/<i>-<name>`` (skipped when
+    that run was made by the same compressor from the same weights); returns the last one."""
+    from corekit.cli.compress_cmd import compress_and_report
+    from corekit.compress.run import report_is_current
+
+    source = run_.path
+    for index, params in enumerate(spec.compress, start=1):
+        out = run_.path / "compress" / f"{index}-{params.name}"
+        if report_is_current(out, source / "model.safetensors", params):
+            console.print(f"[bold]compress[/]: {out} is current; skipped")
+        else:
+            compress_and_report(source, params, out, registry)
+        source = out
+    return source
+
+
+def _export_stage(spec, source: Path, out: Path, console) -> None:
     from corekit.cli.export_cmd import export_and_report
     from corekit.export.bundle import bundle_is_current
 
-    out = run_.path / "export"
     e = spec.export
-    if bundle_is_current(out, run_.path / "model.safetensors", quantize=e.quantize, opset=e.opset):
+    if bundle_is_current(out, source / "model.safetensors", quantize=e.quantize, opset=e.opset):
         console.print(f"[bold]export[/]: {out} is current; skipped")
         return
-    console.print(f"[bold]export[/] -> {out} (onnx, quantize {e.quantize})")
-    export_and_report(run_.path, out, quantize=e.quantize, opset=e.opset)
+    console.print(f"[bold]export[/] {source} -> {out} (onnx, quantize {e.quantize})")
+    export_and_report(source, out, quantize=e.quantize, opset=e.opset)

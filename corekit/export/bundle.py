@@ -12,7 +12,6 @@ a failed export leaves no half-written bundle and an existing bundle stays as it
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 from corekit.edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, MODEL, TOKENIZER, file_entries
 from corekit.errors import CorekitError
-from corekit.io import _umask, file_sha256
+from corekit.io import _umask, file_sha256, replace_dir
 
 #: fp32 max abs logit difference allowed between onnxruntime and PyTorch
 TOLERANCE = 1e-4
@@ -64,21 +63,6 @@ def _opset(path: Path) -> int:
 
     model = onnx.load(str(path), load_external_data=False)
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an old bundle there is replaced, never merged."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / "bundle")
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(old / "bundle", out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def bundle_is_current(out: Path, weights: Path, *, quantize: str, opset: int | None) -> bool:
@@ -125,13 +109,13 @@ def export_run(
             not trace, or its parity check fails (the message gives the figure).
     """
     from corekit import __version__
-    from corekit.assemble import build_model
+    from corekit.assemble import load_run_model
     from corekit.export.graph import export_graph
     from corekit.export.verify import parity
+    from corekit.modules.quantized import dequantized_copy, quantized_modules
     from corekit.plugins import get_registry
     from corekit.rundir import RunDir
     from corekit.spec import load_spec, spec_to_dict
-    from corekit.weights import load_weights
 
     say = progress or (lambda message: None)
     if quantize not in ("none", "int8"):
@@ -146,18 +130,20 @@ def export_run(
     spec = load_spec(run.spec, registry=registry)
     tokenizer = registry.build("tokenizer", spec.tokenizer).load(run.tokenizer)
     tokenizer_json = tokenizer.edge_json()
-    model = build_model(spec.model, registry)
-    load_weights(model, weights)
-    model.eval()
+    model = load_run_model(spec, weights, registry).eval()
+    stored = quantized_modules(model)  # a quantized run: its own integers go into the graph
+    traced = dequantized_copy(model).eval() if stored else model
     hook = getattr(registry, "plugin_manager", None)
-    prepared = hook.hook.corekit_prepare_export(model=model, spec=spec) if hook is not None else None
-    graph_model = (prepared if prepared is not None else model).eval()
+    prepared = hook.hook.corekit_prepare_export(model=traced, spec=spec) if hook is not None else None
+    graph_model = (prepared if prepared is not None else traced).eval()
+    bits = sorted({m.bits for m in stored.values()})
+    weights_type = "+".join(f"int{b}" for b in bits) if stored else ("int8" if quantize == "int8" else "float32")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is meant to be shared
-        fp32 = tmp / (MODEL if quantize == "none" else "model.fp32.onnx")
+        fp32 = tmp / (MODEL if quantize == "none" and not stored else "model.fp32.onnx")
         say("tracing the graph with torch.onnx (dynamo)")
         layout = export_graph(graph_model, fp32, opset=opset)
         say("checking onnxruntime against PyTorch")
@@ -170,7 +156,28 @@ def export_run(
                 "A component probably behaves differently when traced; offer an export path via corekit_prepare_export"
             )
         report = ExportReport(out=out, quantize=quantize, parity=check)
-        if quantize == "int8":
+        if stored:
+            from corekit.export.stored import write_stored_integers
+
+            if quantize != "none":
+                report.notes.append(f"the run's weights are already {weights_type}: exported as stored, "
+                                    f"quantize={quantize!r} not applied on top")
+            say(f"writing the run's {weights_type} weights into the graph")
+            write_stored_integers(fp32, tmp / MODEL, model)
+            say("checking the integer graph against the quantized PyTorch model")
+            stored_check = parity(model, tmp / MODEL, layout)
+            check["stored_integers_max_abs_logit_diff"] = stored_check["max_abs_logit_diff"]
+            if not stored_check["max_abs_logit_diff"] <= tolerance:
+                raise CorekitError(
+                    f"export check failed: the {weights_type} graph and the quantized PyTorch model differ by up to "
+                    f"{stored_check['max_abs_logit_diff']:.3g} (allowed {tolerance:g}); no bundle was written"
+                )
+            report.sizes = {"float32": _graph_bytes(fp32), weights_type: _graph_bytes(tmp / MODEL)}
+            if (run.data / "manifest.json").is_file():
+                say(f"scoring validation perplexity of the {weights_type} graph")
+                report.perplexity = _perplexities({weights_type: tmp / MODEL}, layout, model, run.data, val_windows)
+            _drop_fp32(tmp, fp32)
+        elif quantize == "int8":
             from corekit.export.quantize import quantize_int8
 
             say("quantizing to int8 with onnxruntime")
@@ -183,9 +190,7 @@ def export_run(
                 say("scoring validation perplexity, fp32 and int8")
                 report.perplexity = _perplexities(
                     {"float32": fp32, "int8": tmp / MODEL}, layout, model, run.data, val_windows)
-            fp32.unlink()
-            for extra in tmp.glob("model.fp32.onnx*"):
-                extra.unlink()
+            _drop_fp32(tmp, fp32)
         else:
             report.sizes = {"float32": _graph_bytes(fp32)}
         (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
@@ -205,7 +210,7 @@ def export_run(
             "tokenizer": {"name": spec.tokenizer.name, "file": TOKENIZER, "vocab_size": tokenizer.vocab_size,
                           "special_tokens": dict(tokenizer.special_tokens), "eot_id": tokenizer.eot_id},
             "dtype": "float32",
-            "weights": "int8" if quantize == "int8" else "float32",
+            "weights": weights_type,
             "quantize": quantize,
             "opset": _opset(tmp / MODEL),
             "requested_opset": opset,
@@ -216,11 +221,17 @@ def export_run(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         report.manifest = manifest
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _drop_fp32(tmp: Path, fp32: Path) -> None:
+    fp32.unlink()
+    for extra in tmp.glob("model.fp32.onnx*"):
+        extra.unlink()
 
 
 def _perplexities(graphs: dict[str, Path], layout, model, data: Path, windows: int) -> dict[str, float]:

@@ -76,17 +76,25 @@ def share_tied_embedding(model, table: str, transposed: str) -> bool:
     ``Gather(table, ids)`` becomes a Gather of the rows and their scales and a dequantization,
     and the fp32 table leaves the graph. Returns whether anything changed.
     """
-    from onnx import TensorProto, helper, numpy_helper
-
     head = next((n for n in model.graph.node if n.op_type == "MatMulNBits" and n.input[1].startswith(transposed)), None)
-    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == table
-               and all(a.name != "axis" or a.i == 0 for a in n.attribute)]
-    if head is None or not gathers:
+    if head is None:
         return False
     attrs = {a.name: a.i for a in head.attribute}
     if attrs.get("bits") != 8 or len(head.input) > 3 and head.input[3]:  # zero points given: not our layout
         return False
-    k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
+    return gather_from_blocks(model, table, head.input[1], head.input[2], attrs["K"], attrs["N"], attrs["block_size"])
+
+
+def gather_from_blocks(model, table: str, blocks_name: str, scales_name: str, k: int, n: int, block: int) -> bool:
+    """Rewrite every ``Gather(table, ids)`` to read 8-bit blocks instead: ``blocks_name`` is uint8
+    (n, ceil(k / block), block) with zero point 128, ``scales_name`` one fp32 scale per block
+    (the ``MatMulNBits`` layout). The fp32 table leaves the graph. Returns whether anything changed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == table
+               and all(a.name != "axis" or a.i == 0 for a in n.attribute)]
+    if not gathers:
+        return False
     blocks = -(-k // block)
     prefix = f"{table}.shared"
     consts = [
@@ -102,10 +110,10 @@ def share_tied_embedding(model, table: str, transposed: str) -> bool:
     for index, gather in enumerate(gathers):
         ids, out, p = gather.input[1], gather.output[0], f"{prefix}.{index}"
         new = [
-            helper.make_node("Gather", [head.input[1], ids], [f"{p}.q"], axis=0),  # (..., blocks, block) uint8
+            helper.make_node("Gather", [blocks_name, ids], [f"{p}.q"], axis=0),  # (..., blocks, block) uint8
             helper.make_node("Cast", [f"{p}.q"], [f"{p}.qf"], to=TensorProto.FLOAT),
             helper.make_node("Sub", [f"{p}.qf", f"{prefix}.zero_point"], [f"{p}.centred"]),
-            helper.make_node("Reshape", [head.input[2], f"{prefix}.scale_shape"], [f"{p}.scales2d"]),
+            helper.make_node("Reshape", [scales_name, f"{prefix}.scale_shape"], [f"{p}.scales2d"]),
             helper.make_node("Gather", [f"{p}.scales2d", ids], [f"{p}.s"], axis=0),  # (..., blocks)
             helper.make_node("Unsqueeze", [f"{p}.s", f"{prefix}.last_axis"], [f"{p}.s1"]),
             helper.make_node("Mul", [f"{p}.centred", f"{p}.s1"], [f"{p}.rows"]),

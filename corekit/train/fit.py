@@ -69,6 +69,43 @@ def _world_size(t) -> int:
     return max(1, torch.cuda.device_count()) * t.num_nodes if torch.cuda.is_available() else t.num_nodes
 
 
+def _datamodule(spec, data_dir: Path):
+    from corekit.data.datamodule import TokenDataModule
+
+    t = spec.train
+    return TokenDataModule(
+        data_dir, spec.model.context_length, t.batch_size, seed=t.seed, num_workers=t.num_workers,
+        train_samples=t.max_steps * t.batch_size * t.accumulate * _world_size(t), val_windows=spec.data.val_windows,
+        accumulate=t.accumulate,
+    )
+
+
+def with_steps(spec, steps: int):
+    """``spec`` with ``train.max_steps = steps`` (the LR schedule then spans those steps)."""
+    return spec.model_copy(update={"train": spec.train.model_copy(update={"max_steps": steps})})
+
+
+def fit_steps(task, data_dir: Path, work_dir: Path, *, progress: bool = True) -> dict[str, float]:
+    """Train ``task`` (a :class:`~corekit.train.module.LanguageModelTask` or subclass) for its
+    spec's ``train.max_steps`` on the token shards in ``data_dir``, with the spec's hardware,
+    precision and strategy settings and no checkpoints or logs kept: the short trainings that
+    compressors run (recovery fine-tuning, distillation). Returns the last logged metrics."""
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    spec = task.spec
+    t = spec.train
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    trainer = L.Trainer(
+        **trainer_settings(t), logger=False, enable_checkpointing=False, default_root_dir=work_dir,
+        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=t.log_every,
+        callbacks=[RichProgressBar(leave=True)] if progress else [], enable_progress_bar=progress,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, datamodule=_datamodule(spec, data_dir))
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
 def trainer_settings(t) -> dict[str, Any]:
     """The ``Trainer`` arguments a ``[train]`` section sets: hardware, strategy, precision and
     the optimisation loop. Shared by :func:`train` and ``benchmarks/train_speed.py``."""
@@ -95,7 +132,6 @@ def train(
     from lightning.pytorch.loggers import CSVLogger
 
     from corekit.assemble import build_model
-    from corekit.data.datamodule import TokenDataModule
     from corekit.train.curves import CurvesCallback, refresh
     from corekit.train.module import LanguageModelTask
     from corekit.train.samples import SampleCallback
@@ -109,11 +145,7 @@ def train(
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(spec, registry)
     task = LanguageModelTask(model, spec, registry)
-    data = TokenDataModule(
-        run.data, spec.model.context_length, t.batch_size, seed=t.seed, num_workers=t.num_workers,
-        train_samples=t.max_steps * t.batch_size * t.accumulate * _world_size(t), val_windows=spec.data.val_windows,
-        accumulate=t.accumulate,
-    )
+    data = _datamodule(spec, run.data)
     kwargs: dict[str, Any] = dict(
         **trainer_settings(t),
         val_check_interval=t.eval_every * t.accumulate, check_val_every_n_epoch=None, num_sanity_val_steps=0,

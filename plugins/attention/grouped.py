@@ -27,12 +27,14 @@ class GroupedQueryAttention(nn.Module):
         bias: bool = False,
         dropout: float = 0.0,
         window: int | None = None,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if d_model % n_heads or n_heads % n_kv_heads:
-            raise ValueError(f"need d_model % n_heads == 0 and n_heads % n_kv_heads == 0, got {d_model}, {n_heads}, {n_kv_heads}")
+        if (head_dim is None and d_model % n_heads) or n_heads % n_kv_heads:
+            raise ValueError(f"need d_model % n_heads == 0 (or a head_dim) and n_heads % n_kv_heads == 0, "
+                             f"got {d_model}, {n_heads}, {n_kv_heads}")
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
-        self.head_dim = d_model // n_heads
+        self.head_dim = head_dim or d_model // n_heads
         self.window = window
         self.dropout = dropout
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=bias)
@@ -62,5 +64,5 @@ def build(params: AttentionParams, ctx: ModelContext, kernel: nn.Module) -> Grou
     """Build the attention module for ``mha``, ``gqa`` or ``mqa`` params."""
     return GroupedQueryAttention(
         ctx.d_model, params.n_heads, params.kv_heads, kernel,
-        bias=ctx.bias, dropout=ctx.dropout, window=params.window,
+        bias=ctx.bias, dropout=ctx.dropout, window=params.window, head_dim=ctx.head_dim,
     )

@@ -1,0 +1,71 @@
+"""``corekit compress``: a trained run -> a compressed run (see :mod:`corekit.compress.run`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def compress(
+    run_dir: Path = typer.Argument(..., help="a trained run directory"),
+    with_: str = typer.Option(..., "--with", help="the compressor: quantize | prune | distill | <plugin>"),
+    set_: List[str] = typer.Option([], "--set", help="a compressor parameter, e.g. --set bits=4 (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="the new run directory (default: RUN-NAME)"),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="time CPU decoding before and after"),
+) -> None:
+    """Compress a trained run into a new run directory (same layout: eval, generate, export and
+    further compressors take it) and report parameters, weight size, validation perplexity and
+    CPU decode tokens/s before and after (also in NEWRUN/compress-report.json)."""
+    from corekit.compress.run import compressor_params
+    from corekit.plugins import get_registry
+
+    registry = get_registry()
+    params = compressor_params(with_, set_, registry)
+    target = out or run_dir.with_name(f"{run_dir.name}-{with_}")
+    compress_and_report(run_dir, params, target, registry, speed=speed)
+
+
+def compress_and_report(run_dir: Path, params, out: Path, registry, *, speed: bool = True) -> dict:
+    """Run one compressor with progress on stderr and print the before/after table."""
+    from rich.console import Console
+
+    from corekit.compress.run import compress_run
+
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[bold]compress[/] {run_dir} with {params.name} -> {out}")
+    report = compress_run(run_dir, params, out, registry=registry, measure_speed=speed,
+                          progress=lambda message: err.print(f"  {message}", markup=False))
+    Console().print(report_table(report))
+    return report
+
+
+def report_table(report: dict):
+    """The before/after figures of a compress report as a rich table."""
+    from rich.table import Table
+
+    before, after = report["before"], report["after"]
+    table = Table(title=f"{report['compressor']['name']}: {report['source']['run']} -> {report['out']}",
+                  title_justify="left")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("after / before", justify="right")
+    rows = [("parameters", "parameters", "{:,}"), ("non-zero parameters", "nonzero_parameters", "{:,}"),
+            ("weight file", "weight_bytes", "bytes"), ("val perplexity", "val_perplexity", "{:.3f}"),
+            ("CPU decode tokens/s", "decode_tokens_per_s", "{:.1f}")]
+    for label, key, fmt in rows:
+        if key not in before or key not in after:
+            continue
+        a, b = before[key], after[key]
+        show = (lambda v: f"{v / 2**20:.2f} MiB" if v >= 2**20 else f"{v / 2**10:.1f} KiB") if fmt == "bytes" else fmt.format
+        table.add_row(label, show(a), show(b), f"{b / a:.3f}" if a else "")
+    if "kl_from_source" in report:
+        table.add_row("KL(before || after), nats/token", "", f"{report['kl_from_source']:.2e}", "")
+    for key, value in report.get("details", {}).items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            table.add_row(f"{key}", "", f"{value:.4g}" if isinstance(value, float) else str(value), "")
+    for note in report.get("notes", []):
+        table.add_row("note", note, "", "")
+    return table
