@@ -46,7 +46,8 @@ def corekit_register_components(registry: Registry) -> None:
     - ``positional``: ``build(params, ctx)`` -> :class:`corekit.modules.positional.Positional`.
     - ``optimizer``: ``build(params, param_groups)`` -> ``torch.optim.Optimizer``.
     - ``scheduler``: ``build(params, optimizer, max_steps)`` -> an LR scheduler.
-    - ``compressor``: ``build(params)`` -> a compressor object acting on a trained run.
+    - ``compressor``: ``build(params)`` -> a :class:`corekit.compress.base.Compressor` acting on a
+      trained run (``check``, ``compress``, and ``restore`` for the structure of its saved weights).
 
     Not ``firstresult``; the return value is ignored.
     """

@@ -21,4 +21,10 @@ run corekit tokenizer train examples/tiny.toml --set tokenizer.name=bpe --set to
 run corekit export onnx runs/tiny --out runs/tiny/export-fp32
 run corekit-edge runs/tiny/export-fp32 --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
 run corekit-edge runs/tiny/export --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
-echo; echo "loss curves: runs/tiny/curves.png, metrics: runs/tiny/metrics.csv, weights: runs/tiny/model.safetensors, edge bundles: runs/tiny/export (int8), runs/tiny/export-fp32"
+# compression: structured pruning (one of the two KV groups, a quarter of the MLP neurons) with recovery,
+# then int4 quantization of the pruned run, its ONNX export, and generation from it
+run corekit compress runs/tiny --with prune --set method=structured --set sparsity=0.25 --set recover_steps=100 --out runs/tiny-pruned
+run corekit compress runs/tiny-pruned --with quantize --set bits=4 --out runs/tiny-pruned-int4
+run corekit export onnx runs/tiny-pruned-int4
+run corekit-edge runs/tiny-pruned-int4/export --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
+echo; echo "loss curves: runs/tiny/curves.png, metrics: runs/tiny/metrics.csv, weights: runs/tiny/model.safetensors, edge bundles: runs/tiny/export (int8), runs/tiny/export-fp32, runs/tiny-pruned-int4/export (pruned, int4); compress reports: runs/tiny-pruned/compress-report.json, runs/tiny-pruned-int4/compress-report.json"
