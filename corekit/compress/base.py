@@ -75,6 +75,10 @@ class Compressor(ABC):
 
     #: whether this compressor leaves integer weights that later stages cannot train
     quantizes: bool = False
+    #: whether it returns a new model (a distilled student) rather than a changed copy of the
+    #: run's: the new run's ``compressed`` list then starts afresh, since earlier compressors'
+    #: ``restore`` does not apply to it
+    new_model: bool = False
 
     def __init__(self, params: Params) -> None:
         self.params = params

@@ -122,7 +122,8 @@ def compress_run(
         shutil.rmtree(work)
         data = spec_to_dict(result.spec)
         data.pop("compress", None)  # done: the new run's spec records it under `compressed`
-        data["compressed"] = [*(spec_to_dict(p) for p in spec.compressed), spec_to_dict(params)]
+        history = [] if compressor.new_model else [spec_to_dict(p) for p in spec.compressed]
+        data["compressed"] = [*history, spec_to_dict(params)]
         new_spec = load_spec(data, registry=registry)  # the new run's spec must validate
         new = RunDir(tmp)
         new.write_spec(new_spec)

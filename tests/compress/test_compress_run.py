@@ -149,3 +149,14 @@ def test_shared_tensors_are_stored_once_and_retied(registry, tmp_path):
     untied = tiny_model(registry, seed=1, n_layers=1, vocab_size=257, tie_embeddings=False)
     with pytest.raises(CorekitError, match="missing"):  # an untied model needs its own head
         load_weights(untied, tmp_path / "w.safetensors")
+
+
+def test_a_distilled_student_starts_a_fresh_compressed_list(trained_run, registry, tmp_path):
+    pruned = tmp_path / "pruned"
+    compress_run(trained_run, compressor_params("prune", ["sparsity=0.3"], registry), pruned, registry=registry,
+                 measure_speed=False)
+    params = compressor_params("distill", ["student.n_layers=1", "steps=2"], registry)
+    report = compress_run(pruned, params, tmp_path / "student", registry=registry, measure_speed=False)
+    spec = load_spec(tmp_path / "student" / "spec.toml", registry=registry)
+    assert [c.name for c in spec.compressed] == ["distill"] and spec.model.n_layers == 1
+    assert [c["name"] for c in report["source"]["compressed"]] == ["prune"]  # the lineage stays in the report
