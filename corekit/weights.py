@@ -19,12 +19,22 @@ def aliases(state: dict) -> dict[str, str]:
     first: dict[tuple, str] = {}
     found = {}
     for name, tensor in state.items():
+        if not hasattr(tensor, "untyped_storage"):
+            continue
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
         if key in first:
             found[name] = first[key]
         else:
             first[key] = name
     return found
+
+
+def _tied(model) -> bool:
+    head, table = getattr(model, "lm_head", None), getattr(model, "tok_emb", None)
+    source = getattr(table, "source", None)  # a quantized embedding reads a table it may share
+    if callable(source):
+        return source() is head
+    return head is not None and getattr(head, "weight", None) is getattr(table, "weight", False)
 
 
 def save_weights(model, spec, registry, path: str | Path) -> Path:
@@ -45,7 +55,7 @@ def save_weights(model, spec, registry, path: str | Path) -> Path:
     plugins = {f"{kind}:{name}": f"{src.package} {src.version}".strip() for (kind, name), src in sorted(sources.items())}
     metadata = {"format": "corekit-weights", "corekit": __version__, "spec": json.dumps(spec_to_dict(spec)),
                 "plugins": json.dumps(plugins), "shared": json.dumps(shared),
-                "tied_embeddings": str(any(k.startswith("lm_head.") for k in shared))}
+                "tied_embeddings": str(_tied(model))}
     return atomic_write_bytes(path, save(state, metadata=metadata))
 
 

@@ -23,7 +23,8 @@ def compress(
 
     registry = get_registry()
     params = compressor_params(with_, set_, registry)
-    target = out or run_dir.with_name(f"{run_dir.name}-{with_}")
+    source = run_dir.resolve()
+    target = out or source.with_name(f"{source.name}-{with_}")
     compress_and_report(run_dir, params, target, registry, speed=speed)
 
 

@@ -34,8 +34,11 @@ def compressor_params(name: str, overrides: Iterable[str] = (), registry=None, f
 
     registry = registry or _registry()
     registry.get("compressor", name)  # an unknown name lists the available ones
-    data = apply_overrides({"compressor": {**(fields or {}), "name": name}},
-                           [f"compressor.{item}" for item in overrides])
+    try:
+        data = apply_overrides({"compressor": {**(fields or {}), "name": name}},
+                               [f"compressor.{item}" for item in overrides])
+    except SpecError as exc:
+        raise SpecError([SpecIssue("--set", i.message.replace("'compressor.", "'", 1)) for i in exc.issues]) from None
     holder = registry.resolve(create_model("CompressorChoice", __base__=BaseModel, compressor=(Slot["compressor"], ...)))
     try:
         return holder.model_validate(data).compressor

@@ -132,6 +132,8 @@ def export_run(
     tokenizer_json = tokenizer.edge_json()
     model = load_run_model(spec, weights, registry).eval()
     stored = quantized_modules(model)  # a quantized run: its own integers go into the graph
+    for module in stored.values():  # the graph computes the exact weight-only product, not torch.ao's
+        module.kernel = "dequantize"
     traced = dequantized_copy(model).eval() if stored else model
     hook = getattr(registry, "plugin_manager", None)
     prepared = hook.hook.corekit_prepare_export(model=traced, spec=spec) if hook is not None else None

@@ -39,8 +39,11 @@ def _blocks(module, block: int) -> tuple[np.ndarray, np.ndarray]:
     if module.bits == 8:
         blob = (padded + 128).astype(np.uint8).reshape(n, blocks, block)
     else:
-        u = (padded + 8).astype(np.uint8)
-        blob = (u[:, 0::2] | (u[:, 1::2] << 4)).reshape(n, blocks, block // 2)
+        import torch
+
+        from corekit.modules.quantized import pack_int4
+
+        blob = pack_int4(torch.from_numpy(padded)).numpy().reshape(n, blocks, block // 2)
     return blob, scales.reshape(-1)
 
 

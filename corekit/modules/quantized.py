@@ -120,7 +120,7 @@ class QuantizedLinear(nn.Module):
                     self.qweight.cpu(), self.scales[:, 0].double().cpu(),
                     torch.zeros(self.out_features, dtype=torch.long), 0)
                 module.set_weight_bias(weight, None if self.bias is None else self.bias.detach().float().cpu())
-            self._dynamic = module
+            object.__setattr__(self, "_dynamic", module)  # a cache, not a submodule: never saved
         return self._dynamic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

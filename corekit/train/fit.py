@@ -81,8 +81,16 @@ def _datamodule(spec, data_dir: Path):
 
 
 def with_steps(spec, steps: int):
-    """``spec`` with ``train.max_steps = steps`` (the LR schedule then spans those steps)."""
-    return spec.model_copy(update={"train": spec.train.model_copy(update={"max_steps": steps})})
+    """``spec`` with ``train.max_steps = steps``: the LR schedule then spans those steps, its
+    warmup scaled by the same factor so the schedule keeps its shape (a 60-step warmup of a
+    600-step run becomes 10 steps of a 100-step recovery)."""
+    t = spec.train
+    update: dict = {"max_steps": steps}
+    warmup = getattr(t.scheduler, "warmup_steps", None)
+    if isinstance(warmup, int) and warmup > 0:
+        scaled = min(round(warmup * steps / t.max_steps), steps - 1)
+        update["scheduler"] = t.scheduler.model_copy(update={"warmup_steps": max(scaled, 0)})
+    return spec.model_copy(update={"train": t.model_copy(update=update)})
 
 
 def fit_steps(task, data_dir: Path, work_dir: Path, *, progress: bool = True) -> dict[str, float]:
@@ -137,6 +145,12 @@ def train(
     from corekit.train.samples import SampleCallback
     from corekit.weights import save_weights
 
+    if spec.compressed:
+        raise CorekitError(
+            f"this spec describes a compressed run ({', '.join(c.name for c in spec.compressed)} applied); training "
+            "it from scratch would not give that model. Train the original spec, then compress the trained run "
+            "(corekit compress), or fine-tune a float run"
+        )
     ckpt_path = _resume_from(run, resume)  # before any stage writes: a refusal changes nothing
     tokenizer, _ = ensure_tokenizer(spec, run, registry)
     prepare_data(spec, run, tokenizer, workers=workers)

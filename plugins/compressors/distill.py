@@ -189,6 +189,13 @@ class Distill(Compressor):
                 and not (isinstance(mlp, dict) and "hidden_dim" in mlp):
             # A narrower student gets the default MLP width for its own d_model, not the teacher's.
             model = {**model, "mlp": {k: v for k, v in model.get("mlp", {}).items() if k != "hidden_dim"}}
+        attention = p.student.get("attention")
+        reshaped = p.student.get("d_model", model.get("d_model")) != model.get("d_model") or (
+            isinstance(attention, dict) and "n_heads" in attention)
+        if reshaped and not (isinstance(attention, dict) and "head_dim" in attention) \
+                and isinstance(model.get("attention"), dict):
+            # an explicit head width (from structured pruning) belongs to the teacher's shape
+            model = {**model, "attention": {k: v for k, v in model["attention"].items() if k != "head_dim"}}
         model = merge_model(model, p.student)
         for key in SHARED_FIELDS:
             wanted = teacher["model"][key]

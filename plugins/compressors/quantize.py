@@ -16,7 +16,6 @@ from typing import Callable
 from torch import nn
 
 from corekit.compress.base import Compressed, Compressor, SourceRun
-from corekit.errors import CorekitError
 from corekit.modules.quantized import QuantizedEmbedding, QuantizedLinear, _set
 
 
@@ -45,8 +44,7 @@ class Quantize(Compressor):
                 head = module is getattr(model, "lm_head", None)
                 bits, group = (8, None) if head else (p.bits, group_for(module.in_features, p.group_size))
                 if bits == 4 and group is None and module.in_features % 2:
-                    raise CorekitError(f"quantize: {name} has an odd input width {module.in_features}; "
-                                       "int4 packs two weights per byte, so use bits=8")
+                    bits = 8  # two int4 weights per byte need an even width: this layer stays 8-bit
                 plan[name] = dict(bits=bits, group_size=group, kernel=p.kernel)
         return plan
 

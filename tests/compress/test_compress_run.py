@@ -160,3 +160,43 @@ def test_a_distilled_student_starts_a_fresh_compressed_list(trained_run, registr
     spec = load_spec(tmp_path / "student" / "spec.toml", registry=registry)
     assert [c.name for c in spec.compressed] == ["distill"] and spec.model.n_layers == 1
     assert [c["name"] for c in report["source"]["compressed"]] == ["prune"]  # the lineage stays in the report
+
+
+def test_recovery_schedules_keep_their_shape_and_compressed_specs_do_not_train(trained_run, registry, tmp_path):
+    from corekit.rundir import RunDir
+    from corekit.train.fit import train, with_steps
+
+    spec = load_spec(trained_run / "spec.toml", registry=registry)
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={
+        "max_steps": 600, "scheduler": spec.train.scheduler.model_copy(update={"warmup_steps": 60})})})
+    short = with_steps(spec, 100)
+    assert (short.train.max_steps, short.train.scheduler.warmup_steps) == (100, 10)
+    assert with_steps(spec, 5).train.scheduler.warmup_steps == 0 + round(60 * 5 / 600)
+    data = read_spec_file(trained_run / "spec.toml")
+    data["compressed"] = [{"name": "quantize"}]
+    with pytest.raises(CorekitError, match="compressed run"):
+        train(load_spec(data, registry=registry), RunDir(tmp_path / "run"), registry)
+    assert not (tmp_path / "run").exists()
+
+
+def test_compress_dot_defaults_to_a_sibling_directory(trained_run, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "mine"
+    link_tree(trained_run, run)
+    monkeypatch.chdir(run)
+    code, _, err = run_cli(capsys, "compress", ".", "--with", "prune", "--set", "sparsity=0.1", "--no-speed")
+    assert code == 0, err
+    assert (tmp_path / "mine-prune" / REPORT).is_file()
+
+
+def test_a_student_drops_the_teachers_explicit_head_width_when_reshaped(trained_run, registry):
+    from corekit.compress.base import SourceRun
+    from corekit.rundir import RunDir
+
+    data = read_spec_file(trained_run / "spec.toml")
+    data["model"]["attention"] = {**data["model"]["attention"], "n_heads": 2, "n_kv_heads": 1, "head_dim": 16}
+    source = SourceRun(RunDir(trained_run), load_spec(data, registry=registry), registry, None)
+    narrow = registry.build("compressor", compressor_params("distill", ["student.d_model=32"], registry))
+    assert narrow._student_spec(source).model.context().head_dim == 16  # 32 / 2 heads, not the teacher's 16 forced
+    assert narrow._student_spec(source).model.attention.head_dim is None
+    deeper = registry.build("compressor", compressor_params("distill", ["student.n_layers=1"], registry))
+    assert deeper._student_spec(source).model.attention.head_dim == 16  # same width: the teacher's heads kept

@@ -152,47 +152,61 @@ def test_quantized_run_works_with_eval_and_generate(int8_run, capsys):
     assert stdout.startswith("one two") and len(stdout) > len("one two")
 
 
-def test_dynamic_kernel_run_reloads_with_torch_ao_linears(trained_run, registry, tmp_path):
+@pytest.fixture(scope="module")
+def dynamic_run(trained_run, registry, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quantized") / "dynamic"
     params = compressor_params("quantize", ["kernel='dynamic'"], registry)
-    report = compress_run(trained_run, params, tmp_path / "dyn", registry=registry, measure_speed=False)
-    spec = load_spec(tmp_path / "dyn" / "spec.toml", registry=registry)
-    model = load_run_model(spec, tmp_path / "dyn" / "model.safetensors", registry).eval()
+    return out, compress_run(trained_run, params, out, registry=registry, measure_speed=False)
+
+
+def test_dynamic_kernel_run_reloads_with_torch_ao_linears_and_saves_cleanly(dynamic_run, registry, tmp_path):
+    from corekit.weights import save_weights
+
+    out, report = dynamic_run
+    spec = load_spec(out / "spec.toml", registry=registry)
+    model = load_run_model(spec, out / "model.safetensors", registry).eval()
     assert all(m.kernel == "dynamic" for m in quantized_modules(model).values())
+    keys = set(model.state_dict())
     with torch.no_grad():
         model(torch.tensor([[1, 2, 3]]))
     assert all(m._dynamic is not None for m in quantized_modules(model).values())
+    assert set(model.state_dict()) == keys  # the packed torch.ao weights are a cache, never saved
+    save_weights(model, spec, registry, tmp_path / "again.safetensors")
     assert report["kl_from_source"] < 0.01
 
 
 # --------------------------------------------------------------------------- export
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["int8"])  # int4 export: tests/compress/test_compress_run.py (prune, int4, export)
-def test_quantized_run_exports_its_own_integers(which, int8_run, int4_run, tmp_path, registry):
+def test_quantized_run_exports_its_own_integers(dynamic_run, tmp_path, registry):
+    # the torch.ao kernel is a PyTorch runtime choice: the graph holds the same int8 integers as
+    # any int8 run and is checked against the exact weight-only product (int4 export: the prune,
+    # int4, export chain in tests/compress/test_compress_run.py)
     import onnx
 
     from corekit.edge.manifest import read_manifest
     from corekit.edge.runtime import EdgeModel
     from corekit.export.bundle import export_run
 
-    out, _ = int8_run if which == "int8" else int4_run
+    out, _ = dynamic_run
     report = export_run(out, tmp_path / "bundle", quantize="int8")
     check = report.parity
     assert check["max_abs_logit_diff"] <= 1e-4 and check["stored_integers_max_abs_logit_diff"] <= 1e-4
     manifest = read_manifest(tmp_path / "bundle")
-    assert manifest["weights"] == ("int8" if which == "int8" else "int4+int8")
+    assert manifest["weights"] == "int8"
     assert any("already" in note for note in report.notes)  # --quantize int8 is not applied twice
     graph = onnx.load(str(tmp_path / "bundle" / "model.onnx"))
     nbits = [n for n in graph.graph.node if n.op_type == "MatMulNBits"]
     bits = sorted({next(a.i for a in n.attribute if a.name == "bits") for n in nbits})
-    assert len(nbits) == 9 and bits == ([8] if which == "int8" else [4, 8])
+    assert len(nbits) == 9 and bits == [8]
     big_floats = [i.name for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) > 4096]
     assert not big_floats, big_floats  # no float weight matrix left, the embedding table included
     # the graph holds exactly the run's integers: greedy text from the edge runtime matches PyTorch
     spec = load_spec(out / "spec.toml", registry=registry)
     model = load_run_model(spec, out / "model.safetensors", registry).eval()
+    for module in quantized_modules(model).values():
+        module.kernel = "dequantize"  # the exact product, which the graph computes
     edge = EdgeModel(tmp_path / "bundle")
     from corekit.generation import generate
-    from corekit.tokenizer import Tokenizer  # noqa: F401
 
     tokenizer = registry.build("tokenizer", spec.tokenizer).load(out / "tokenizer.json")
     prompts = ["one two three", "def six_"]
@@ -243,3 +257,10 @@ def test_a_group_falls_back_to_one_that_divides_the_width(registry):
     q = quantizer._convert(model, quantize_now=True)
     assert q.blocks[0].attn.qkv.group_size == 16 and q.blocks[0].mlp.down.group_size == 64
     assert (q.lm_head.bits, q.lm_head.group_size) == (8, 48)
+
+
+def test_an_odd_width_keeps_that_layer_at_8_bits(registry):
+    model = tiny_model(registry, mlp={"activation": "gelu", "hidden_dim": 99})
+    q = registry.build("compressor", {"name": "quantize", "bits": 4})._convert(model, quantize_now=True)
+    assert (q.blocks[0].mlp.down.bits, q.blocks[0].mlp.down.group_size) == (8, 99)
+    assert q.blocks[0].mlp.up.bits == 4
