@@ -2,7 +2,7 @@
 its compressed variants, in PyTorch and in onnxruntime, measured side by side in one run.
 
     python benchmarks/compress.py [--shapes tiny,gpt2] [--tiny-run runs/tiny] [--work DIR]
-        [--threads N] [--rounds 5] [--gpt2-rounds 3] [--new-tokens 32] [--json PATH]
+        [--threads N] [--rounds 11] [--gpt2-rounds 5] [--new-tokens 128] [--gpt2-new-tokens 32] [--json PATH]
 
 Shapes: "tiny", the trained run ``--tiny-run`` (the README demo's ``corekit run examples/tiny.toml``;
 trained into ``--work`` first when missing, ``--tiny-train-steps`` shortens that), and "gpt2-small
@@ -19,17 +19,27 @@ student distilled from the run (tiny: ``--tiny-distill-steps``, default the teac
 gpt2: ``--gpt2-distill-steps``, default 4 steps of batch ``--gpt2-batch-size``: untrained, size and
 speed only).
 
+Two onnxruntime-only rows take the int8 and int4 bundles with their ``MatMulNBits`` nodes switched
+from ``accuracy_level`` 0 (fp32 activations: what the export of a quantized run writes, the same
+function as the PyTorch model) to 4 (activations quantized to int8 inside the kernel, as
+``corekit export --quantize int8`` does); their perplexity is the graph's, on the same windows.
+
 Figures: parameters (and non-zero ones), ``model.safetensors`` size, validation perplexity on the
 same windows for every variant (``--val-windows``, ``--gpt2-val-windows``), mean KL(fp32 || variant)
 of next-token distributions on 8 validation windows (compress_run's), ONNX graph size (``model.onnx``
-plus external data; :func:`corekit.export.bundle.export_run`, a quantized run exporting its own
-integers as MatMulNBits/int8 blocks), and greedy decode tokens/s at batch 1 on the CPU: one prefill
-of a ``--prompt``-token prompt and ``--new-tokens`` one-token steps with the KV cache, tokens/s =
-new tokens / seconds (:func:`corekit.compress.measure.decode_speed` in PyTorch,
-:meth:`EdgeModel.generate` with ``max_new_tokens = new + 1``, the same calls, in onnxruntime). Each
-round times every PyTorch model, then every onnxruntime model, in an order rotating by round;
-figures are the medians over rounds after one warm-up round. Both runtimes get ``--threads``
-intra-op threads.
+plus external data, by :func:`corekit.export.bundle.export_run`), and greedy decode tokens/s at
+batch 1 on the CPU: one prefill of a ``--prompt``-token prompt, then ``--new-tokens`` (gpt2:
+``--gpt2-new-tokens``) one-token steps with the KV cache; tokens/s = new tokens / seconds, by
+:func:`corekit.compress.measure.decode_speed` in PyTorch and :meth:`EdgeModel.generate` with
+``max_new_tokens = new + 1`` (the same calls) in onnxruntime. Each round times every PyTorch model,
+then every onnxruntime model, each in an order rotating by round; figures are the median (and
+best) over rounds after a warm-up, and "vs fp32" is the median over rounds of the ratio to fp32 in
+the same round and runtime. Both runtimes get ``--threads`` intra-op threads (default: every core).
+Other processes wreck these figures on 2-core hosts (PyTorch's OpenMP threads above all), so the
+cores they kept busy during the timing are printed.
+
+With ``--work``, runs and bundles already there (made from the same weights with the same
+settings) are reused and only the timing is redone.
 """
 
 from __future__ import annotations
@@ -222,7 +232,7 @@ def graph_perplexity(bundle: Path, data: Path, windows: int) -> float:
     return perplexity(validation_loss(logits, data, model["context_length"], max_windows=windows))
 
 
-def time_decoding(variants: dict, vocab: int, args, rounds: int, registry, progress, task) -> dict:
+def time_decoding(variants: dict, vocab: int, args, rounds: int, new: int, registry, progress, task) -> dict:
     """Median greedy decode tokens/s per variant, PyTorch and onnxruntime, interleaved by round."""
     from corekit.assemble import load_run_model
     from corekit.compress.measure import decode_speed
@@ -249,15 +259,15 @@ def time_decoding(variants: dict, vocab: int, args, rounds: int, registry, progr
         order = list(torch_models)[r % len(torch_models):] + list(torch_models)[:r % len(torch_models)]
         time.sleep(0.2)
         got = decode_speed({k: torch_models[k] for k in order}, vocab, prompt=args.prompt,
-                           new_tokens=args.new_tokens, rounds=1)
+                           new_tokens=new, rounds=1)
         for k, s in got.items():
             speeds["torch"][k].append(s)
         for k in list(edges)[r % len(edges):] + list(edges)[:r % len(edges)]:
             time.sleep(0.2)  # let the previous contender's spinning threads go idle
-            speeds["onnx"][k].append(args.new_tokens / edge_once(edges[k], args.new_tokens))
+            speeds["onnx"][k].append(new / edge_once(edges[k], new))
         progress.advance(task)
     busy = others_busy(busy_since)
-    return {"others_busy_cores": busy, "rounds": rounds,
+    return {"others_busy_cores": busy, "rounds": rounds, "prompt": args.prompt, "new_tokens": new,
             "torch": {k: statistics.median(v) for k, v in speeds["torch"].items()},
             "onnx": {k: statistics.median(v) for k, v in speeds["onnx"].items()},
             "torch_all": speeds["torch"], "onnx_all": speeds["onnx"]}
@@ -341,10 +351,11 @@ def main() -> None:
     parser.add_argument("--gpt2-documents", type=int, default=300, help="data.max_documents of the gpt2-shape run")
     parser.add_argument("--val-windows", type=int, default=64, help="validation windows scored, tiny")
     parser.add_argument("--gpt2-val-windows", type=int, default=8, help="validation windows scored, gpt2 shape")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds, tiny (median)")
-    parser.add_argument("--gpt2-rounds", type=int, default=3, help="timed rounds, gpt2 shape (median)")
+    parser.add_argument("--rounds", type=int, default=11, help="timed rounds, tiny (median)")
+    parser.add_argument("--gpt2-rounds", type=int, default=5, help="timed rounds, gpt2 shape (median)")
     parser.add_argument("--prompt", type=int, default=16, help="prompt tokens")
-    parser.add_argument("--new-tokens", type=int, default=32, help="new tokens per timed decode")
+    parser.add_argument("--new-tokens", type=int, default=128, help="new tokens per timed decode, tiny")
+    parser.add_argument("--gpt2-new-tokens", type=int, default=32, help="the same for the gpt2 shape")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and onnxruntime intra-op threads")
     parser.add_argument("--no-dynamic", action="store_true", help="skip the int8 kernel=dynamic variant")
     parser.add_argument("--work", help="directory for the runs and bundles, kept and reused (default: a temporary one)")
@@ -372,7 +383,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     conditions = {"threads": args.threads, "torch_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
                   "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                  "load_average_at_start": os.getloadavg(), "prompt": args.prompt, "new_tokens": args.new_tokens}
+                  "load_average_at_start": os.getloadavg()}
     print(f"threads: torch {torch.get_num_threads()}, onnxruntime intra-op {args.threads}; {os.cpu_count()} CPU cores; "
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; load average {os.getloadavg()[0]:.2f}",
           flush=True)
@@ -392,7 +403,8 @@ def main() -> None:
                 export_variants(shape, variants, work, registry, windows, progress, task, console)
                 log(console, f"{shape}: timing decoding, {rounds} rounds after a warm-up")
                 vocab = json.loads((variants["fp32"]["bundle"] / "corekit-export.json").read_text())["model"]["vocab_size"]
-                timing = time_decoding(variants, vocab, args, rounds, registry, progress, task)
+                new = args.new_tokens if shape == "tiny" else args.gpt2_new_tokens
+                timing = time_decoding(variants, vocab, args, rounds, new, registry, progress, task)
                 figures = rows(shape, variants, timing)
                 results["shapes"][shape] = {"source": str(source), "val_windows": windows, "vocab_size": vocab,
                                             "seconds": time.perf_counter() - shape_start, "timing": timing,
@@ -400,8 +412,9 @@ def main() -> None:
                 label = "tiny trained" if shape == "tiny" else "gpt2-small shape (random weights)"
                 print(f"\n## {label}: {source}\n")
                 print(table(shape, figures))
-                print(f"\n{rounds} rounds; other processes kept {timing['others_busy_cores']:.2f} cores busy while "
-                      f"timing; {results['shapes'][shape]['seconds'] / 60:.1f} min for this shape", flush=True)
+                print(f"\n{rounds} rounds of {args.prompt}-token prompt + {new} new tokens, batch 1, greedy; other "
+                      f"processes kept {timing['others_busy_cores']:.2f} cores busy while timing; "
+                      f"{results['shapes'][shape]['seconds'] / 60:.1f} min for this shape", flush=True)
                 if shape == "gpt2":
                     print("perplexity and KL: a randomly initialised model's; the distilled row is "
                           f"{args.gpt2_distill_steps} steps of training: size and speed only")
