@@ -55,6 +55,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_replaceable(out: Path, marker: str, what: str) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty directory without ``marker``: only an
+    earlier output of the same kind (one holding ``marker``) may be replaced by :func:`replace_dir`."""
+    if out.exists() and not out.is_dir():
+        raise CorekitError(f"--out {out} is a file; give a directory for {what}")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise CorekitError(
+            f"--out {out} is a non-empty directory that is not {what}; choose a new or empty directory "
+            f"({what} there, one with {marker}, is replaced)"
+        )
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished directory ``tmp`` to ``out``; an old ``out`` is replaced whole, never
     merged, and restored if the move fails."""

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from corekit.errors import CorekitError, SpecError, SpecIssue
-from corekit.io import _umask, atomic_write_text, file_sha256, link_tree, replace_dir
+from corekit.io import _umask, atomic_write_text, check_replaceable, file_sha256, link_tree, replace_dir
+from corekit.plugins import get_registry
 
 REPORT = "compress-report.json"
 FORMAT = "corekit-compress-report"
@@ -32,7 +33,7 @@ def compressor_params(name: str, overrides: Iterable[str] = (), registry=None, f
     from corekit.params import Slot
     from corekit.spec import apply_overrides, format_errors
 
-    registry = registry or _registry()
+    registry = registry or get_registry()
     registry.get("compressor", name)  # an unknown name lists the available ones
     try:
         data = apply_overrides({"compressor": {**(fields or {}), "name": name}},
@@ -48,24 +49,12 @@ def compressor_params(name: str, overrides: Iterable[str] = (), registry=None, f
         raise SpecError(issues, f"--with {name}") from None
 
 
-def _registry():
-    from corekit.plugins import get_registry
-
-    return get_registry()
-
-
 def check_out(out: Path, source: Path) -> None:
     """Refuse an ``--out`` that is the source run, a file, or a non-empty directory that is
     not a compressed run (an earlier compressed run there is replaced whole)."""
     if out.exists() and out.resolve() == source.resolve():
         raise CorekitError(f"--out {out} is the run being compressed; give a new directory")
-    if out.exists() and not out.is_dir():
-        raise CorekitError(f"--out {out} is a file; give a directory for the compressed run")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT).is_file():
-        raise CorekitError(
-            f"--out {out} is a non-empty directory that is not a compressed run; choose a new or empty directory "
-            f"(a compressed run there, one with {REPORT}, is replaced)"
-        )
+    check_replaceable(out, REPORT, "a compressed run")
 
 
 def compress_run(
@@ -102,7 +91,7 @@ def compress_run(
     from corekit.weights import save_weights
 
     say = progress or (lambda message: None)
-    registry = registry or _registry()
+    registry = registry or get_registry()
     run = RunDir(Path(run_dir))
     if not run.spec.is_file() or not (run.path / "model.safetensors").is_file():
         raise CorekitError(f"{run.path} is not a trained run (no spec.toml or model.safetensors); train it first")

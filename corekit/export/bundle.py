@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from corekit.edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, MODEL, TOKENIZER, file_entries
 from corekit.errors import CorekitError
-from corekit.io import _umask, file_sha256, replace_dir
+from corekit.io import _umask, check_replaceable, file_sha256, replace_dir
 
 #: fp32 max abs logit difference allowed between onnxruntime and PyTorch
 TOLERANCE = 1e-4
@@ -82,13 +82,7 @@ def bundle_is_current(out: Path, weights: Path, *, quantize: str, opset: int | N
 
 def check_out(out: Path) -> None:
     """Refuse an ``--out`` that is a file or a non-empty directory that is not a bundle."""
-    if out.exists() and not out.is_dir():
-        raise CorekitError(f"--out {out} is a file; give a directory for the bundle")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise CorekitError(
-            f"--out {out} is a non-empty directory that is not a corekit bundle; choose a new or empty "
-            "directory (an existing bundle there is replaced)"
-        )
+    check_replaceable(out, MANIFEST, "a corekit bundle")
 
 
 def export_run(
