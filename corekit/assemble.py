@@ -78,21 +78,65 @@ def build_model(
 
 def build_run_model(spec: RunSpec, registry: Registry | None = None) -> Decoder:
     """The model of a run spec with the structure its saved weights have: :func:`build_model`,
-    then each compressor listed under ``compressed`` restores its changes (quantized layers, say)."""
+    then each compressor listed under ``compressed`` restores its changes (quantized layers, say),
+    then a fine-tuned run's classification head and (unmerged) adapter."""
     reg = _registry(registry)
     model = build_model(spec, reg)
     for params in spec.compressed:
         model = reg.build("compressor", params).restore(model)
+    ft = getattr(spec, "finetune", None)
+    if ft is not None and ft.task == "classify" and ft.labels:
+        from corekit.finetune.model import attach_classifier
+
+        attach_classifier(model, len(ft.labels))
+    if unmerged_adapter(spec):
+        reg.build("adapter", ft.adapter).apply(model)
+        model.requires_grad_(True)  # a loaded model is a plain module; fine-tuning sets what trains
     return model
 
 
+def unmerged_adapter(spec: RunSpec) -> bool:
+    """Whether the run's weights come as base weights plus a separate adapter file."""
+    ft = getattr(spec, "finetune", None)
+    return ft is not None and ft.adapter is not None and not ft.merged
+
+
 def load_run_model(spec: RunSpec, weights, registry: Registry | None = None) -> Decoder:
-    """:func:`build_run_model` with the weights file ``weights`` loaded into it."""
+    """:func:`build_run_model` with the weights file ``weights`` loaded into it (and, for a run
+    fine-tuned with an unmerged adapter, the adapter file beside it)."""
+    from pathlib import Path
+
     from corekit.weights import load_weights
 
-    return load_weights(build_run_model(spec, registry), weights)
+    extra, ignore = [], ()
+    if unmerged_adapter(spec):
+        from corekit.finetune.model import ADAPTER_FILE
+
+        extra = [Path(weights).parent / ADAPTER_FILE]
+        ignore = ("lm_head.weight",) if spec.finetune.task == "classify" else ()  # the base's, replaced
+    return load_weights(build_run_model(spec, registry), weights, *extra, ignore=ignore)
+
+
+def plain_spec(spec: RunSpec) -> RunSpec:
+    """``spec`` as it reads once an unmerged adapter is folded into the weights (itself otherwise)."""
+    if not unmerged_adapter(spec):
+        return spec
+    return spec.model_copy(update={"finetune": spec.finetune.model_copy(update={"merged": True})})
+
+
+def load_plain_model(spec: RunSpec, weights, registry: Registry | None = None) -> Decoder:
+    """:func:`load_run_model`, with an unmerged adapter folded into the weights: the plain model
+    export and compressors work on (its spec is :func:`plain_spec`)."""
+    reg = _registry(registry)
+    model = load_run_model(spec, weights, reg)
+    if unmerged_adapter(spec):
+        model = reg.build("adapter", spec.finetune.adapter).merge(model)
+    return model
 
 
 def build_tokenizer(spec: RunSpec, registry: Registry | None = None) -> Tokenizer:
-    """Build the tokenizer a run spec names (untrained, for tokenizers that need training)."""
-    return _registry(registry).build("tokenizer", spec.tokenizer)
+    """Build the tokenizer a run spec names (untrained, for tokenizers that need training), with
+    the spec's ``tokenizer.added_tokens`` after its vocabulary; ``.load(run.tokenizer)`` it for a run's."""
+    from corekit.tokenizer import with_added_tokens
+
+    return with_added_tokens(_registry(registry).build("tokenizer", spec.tokenizer), spec.tokenizer.added_tokens)

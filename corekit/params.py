@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 
 class Params(BaseModel):
@@ -95,8 +102,13 @@ class TokenizerParams(Params):
         default_factory=lambda: ["<|endoftext|>"],
         description="special tokens, reserved at fixed ids and never split",
     )
+    added_tokens: list[str] = Field(
+        default_factory=list,
+        description="special tokens added after training (by fine-tuning templates), at the ids after the trained "
+                    "vocabulary, in order",
+    )
 
-    @field_validator("special_tokens")
+    @field_validator("special_tokens", "added_tokens")
     @classmethod
     def _distinct_non_empty(cls, tokens: list[str]) -> list[str]:
         if any(not t for t in tokens):
@@ -105,6 +117,13 @@ class TokenizerParams(Params):
         if duplicates:
             raise ValueError(f"special tokens must be distinct; repeated: {duplicates}")
         return tokens
+
+    @model_validator(mode="after")
+    def _added_are_new(self) -> "TokenizerParams":
+        both = sorted(set(self.special_tokens) & set(self.added_tokens))
+        if both:
+            raise ValueError(f"added_tokens {both} are already special_tokens")
+        return self
 
     def known_size(self) -> int | None:
         """Vocabulary size if it is known before training, else None."""

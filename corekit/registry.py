@@ -34,6 +34,8 @@ KINDS: dict[str, str] = {
     "optimizer": "updates the weights from gradients",
     "scheduler": "sets the learning rate at each step",
     "compressor": "makes a trained model smaller or faster",
+    "template": "renders instructions and conversations as prompt text for instruction tuning",
+    "adapter": "adds a few trainable weights to a frozen model for fine-tuning (LoRA)",
 }
 
 #: Params base class each kind's components must derive from.

@@ -7,11 +7,13 @@ ones wrote and skips itself when its outputs exist and match.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import tomllib
+
+from corekit.assemble import build_tokenizer
 from corekit.errors import CorekitError
 from corekit.io import atomic_write_text, file_sha256
 from corekit.registry import Registry
@@ -55,6 +57,18 @@ class RunDir:
         """Record the resolved spec (atomically)."""
         atomic_write_text(self.spec, spec_to_toml(spec))
 
+    def derive(self, spec: RunSpec, source: RunDir) -> None:
+        """Start this directory as a run made from ``source`` (compressed or fine-tuned): the new
+        spec, a copy of the source's tokenizer file, and its token shards as hard links."""
+        import shutil
+
+        from corekit.io import link_tree
+
+        self.write_spec(spec)
+        shutil.copy2(source.tokenizer, self.tokenizer)
+        if source.data.is_dir():
+            link_tree(source.data, self.data)
+
 
 def _counted(texts: Iterable[str], on_text: Callable[[int], None] | None) -> Iterator[str]:
     for text in texts:
@@ -91,7 +105,7 @@ def ensure_tokenizer(
             f"{run.path} was made with tokenizer {stored.get('tokenizer')}, but the spec now says {wanted}. "
             "Use another --run-dir (or delete this one) to train a new tokenizer."
         )
-    blank: Tokenizer = registry.build("tokenizer", spec.tokenizer)
+    blank: Tokenizer = build_tokenizer(spec, registry)
     trained_now = False
     if run.tokenizer.is_file():
         tokenizer = blank.load(run.tokenizer)

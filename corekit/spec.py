@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from corekit.errors import CorekitError, SpecError, SpecIssue
+from corekit.finetune.spec import FinetuneSpec
 from corekit.params import REGISTRY_DEFAULT, ModelContext, Params, Slot, SlotMarker
 from corekit.registry import Registry
 
@@ -220,6 +221,7 @@ class RunSpec(BaseModel):
         default_factory=list,
         description="written by `corekit compress`: the compressors already applied to this run's weights, in order",
     )
+    finetune: FinetuneSpec | None = Field(None, description="fine-tuning of a trained run (corekit finetune)")
 
     @field_validator("compress", "compressed", mode="before")
     @classmethod
@@ -232,6 +234,7 @@ class RunSpec(BaseModel):
         size = known() if callable(known) else None
         if size is None:
             return self
+        size += len(getattr(self.tokenizer, "added_tokens", ()))
         if self.model.vocab_size is None:
             self.model.vocab_size = padded_vocab(size, self.model.pad_vocab_multiple)
         elif self.model.vocab_size < size:

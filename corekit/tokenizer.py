@@ -92,3 +92,84 @@ class Tokenizer(ABC):
         names = sorted(self.special_tokens, key=len, reverse=True)
         pattern = "(" + "|".join(re.escape(s) for s in names) + ")"
         return [part for part in re.split(pattern, text) if part]
+
+
+class AddedTokens(Tokenizer):
+    """A trained tokenizer with special tokens appended after its vocabulary (ids
+    ``base.vocab_size``, ``base.vocab_size + 1``, ...), as fine-tuning templates need them;
+    HF ``tokenizers`` calls these added tokens. The base keeps its own file: the added tokens
+    live in the spec (``tokenizer.added_tokens``), so the base's ids never move."""
+
+    def __init__(self, base: Tokenizer, added: list[str]) -> None:
+        clash = [t for t in added if t in base.special_tokens]
+        if clash:
+            raise CorekitError(f"added tokens {clash} are already special tokens of the tokenizer")
+        self.base = base
+        self.added = list(added)
+        self.needs_training = base.needs_training  # type: ignore[misc]
+
+    @property
+    def special_tokens(self) -> dict[str, int]:  # type: ignore[override]
+        first = self.base.vocab_size
+        return {**self.base.special_tokens, **{tok: first + i for i, tok in enumerate(self.added)}}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + len(self.added)
+
+    def encode(self, text: str, *, allow_special: bool = True) -> list[int]:
+        if not allow_special:
+            return self.base.encode(text, allow_special=False)
+        ids: list[int] = []
+        added = {tok: self.base.vocab_size + i for i, tok in enumerate(self.added)}
+        for part in _split(text, list(added)):
+            ids.extend([added[part]] if part in added else self.base.encode(part))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        first, out, pending = self.base.vocab_size, [], []
+        for i in ids:
+            i = int(i)
+            if i < first:
+                pending.append(i)
+                continue
+            if i >= self.vocab_size:
+                raise ValueError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+            out += [self.base.decode(pending), self.added[i - first]]
+            pending = []
+        return "".join([*out, self.base.decode(pending)])
+
+    def save(self, path: str | Path) -> Path:
+        return self.base.save(path)
+
+    def load(self, path: str | Path) -> AddedTokens:
+        return AddedTokens(self.base.load(path), self.added)
+
+    def train(self, texts: Iterable[str]) -> AddedTokens:
+        return AddedTokens(self.base.train(texts), self.added)
+
+    def edge_json(self) -> str:
+        """The base's HF JSON with the added tokens appended as special added tokens."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        hf = HFTokenizer.from_str(self.base.edge_json())
+        hf.add_special_tokens(self.added)
+        wrong = {t: hf.token_to_id(t) for t, i in self.special_tokens.items() if hf.token_to_id(t) != i}
+        if wrong:
+            raise CorekitError(
+                f"the added tokens cannot be exported for the edge runtime: HF tokenizers gives them ids {wrong}, "
+                f"corekit expects {self.special_tokens}"
+            )
+        return hf.to_str()
+
+
+def _split(text: str, tokens: list[str]) -> list[str]:
+    if not tokens:
+        return [text]
+    pattern = "(" + "|".join(re.escape(s) for s in sorted(tokens, key=len, reverse=True)) + ")"
+    return [part for part in re.split(pattern, text) if part]
+
+
+def with_added_tokens(tokenizer: Tokenizer, added: list[str]) -> Tokenizer:
+    """``tokenizer`` with the special tokens ``added`` after its vocabulary (itself if none)."""
+    return AddedTokens(tokenizer, added) if added else tokenizer

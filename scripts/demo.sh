@@ -27,4 +27,15 @@ run corekit compress runs/tiny --with prune --set method=structured --set sparsi
 run corekit compress runs/tiny-pruned --with quantize --set bits=4 --out runs/tiny-pruned-int4
 run corekit export onnx runs/tiny-pruned-int4
 run corekit-edge runs/tiny-pruned-int4/export --prompt "def fibonacci(n):" --max-new-tokens 64 --temperature 0.8 --top-k 50 --seed 0
-echo; echo "loss curves: runs/tiny/curves.png, metrics: runs/tiny/metrics.csv, weights: runs/tiny/model.safetensors, edge bundles: runs/tiny/export (int8), runs/tiny/export-fp32, runs/tiny-pruned-int4/export (pruned, int4); compress reports: runs/tiny-pruned/compress-report.json, runs/tiny-pruned-int4/compress-report.json"
+# fine-tuning the demo run: a classifier (is this string of digits sorted?), then instruction tuning
+# with LoRA and the chatml template, a chat turn, the merged run exported and run on the edge, and DPO
+run corekit finetune examples/finetune/sorted.toml
+run corekit classify runs/sorted --text 0123789 --text 97531
+run corekit finetune examples/finetune/count.toml
+echo; echo "\$ printf 'count 3 after five\\n/exit\\n' | corekit chat runs/count"
+printf 'count 3 after five\n/exit\n' | corekit chat runs/count
+run corekit finetune runs/count --merge
+run corekit export onnx runs/count-merged
+run corekit-edge runs/count-merged/export --prompt $'<|im_start|>user\ncount 2 after seven<|im_end|>\n<|im_start|>assistant\n' --temperature 0 --stop "<|im_end|>"
+run corekit finetune examples/finetune/shout.toml
+echo; echo "loss curves: runs/tiny/curves.png, metrics: runs/tiny/metrics.csv, weights: runs/tiny/model.safetensors, edge bundles: runs/tiny/export (int8), runs/tiny/export-fp32, runs/tiny-pruned-int4/export (pruned, int4); compress reports: runs/tiny-pruned/compress-report.json, runs/tiny-pruned-int4/compress-report.json; fine-tuning reports: runs/sorted/finetune-report.json (+ confusion.png), runs/count/finetune-report.json, runs/shout/finetune-report.json"

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from corekit.assemble import build_tokenizer
+
 tokenizer_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare token shards for training.", no_args_is_help=True)
 
@@ -18,7 +20,13 @@ SET_HELP = "override a spec field, e.g. --set data.min_chars=64 (repeatable)"
 def _progress():
     """A progress display on stderr, so stdout keeps only results."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -31,7 +39,7 @@ def _train_tokenizer(spec, run, registry):
     """The tokenizer stage, with a progress line counting the text it trains on."""
     from corekit.rundir import ensure_tokenizer
 
-    if run.tokenizer.is_file() or not registry.build("tokenizer", spec.tokenizer).needs_training:
+    if run.tokenizer.is_file() or not build_tokenizer(spec, registry).needs_training:
         return ensure_tokenizer(spec, run, registry)
     with _progress() as progress:
         task = progress.add_task(f"training {spec.tokenizer.name} tokenizer", total=None, done="")
@@ -80,9 +88,8 @@ def data_prepare(
     from rich.console import Console
     from rich.table import Table
 
-    from corekit.rundir import prepare_data
-
     from corekit.errors import CorekitError
+    from corekit.rundir import prepare_data
     from corekit.tokenizer import EOT
 
     spec, run, registry = _load(spec_file, set_, run_dir)

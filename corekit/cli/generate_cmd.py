@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from corekit.assemble import build_tokenizer
 from corekit.errors import CorekitError
 
 
@@ -37,7 +38,7 @@ def _spec_and_tokenizer(target: Path, run_dir: Optional[Path], set_: list[str]):
     registry = get_registry()
     run = RunDir(target) if target.is_dir() else RunDir.for_spec(target, run_dir)
     spec = load_spec(run.spec if target.is_dir() else target, set_, registry)
-    tokenizer = registry.build("tokenizer", spec.tokenizer)
+    tokenizer = build_tokenizer(spec, registry)
     if run.tokenizer.is_file():
         tokenizer = tokenizer.load(run.tokenizer)
     elif tokenizer.needs_training:
@@ -68,19 +69,18 @@ def generate(
     """Generate text from a run's trained model (random, seeded weights if it has none yet)."""
     import torch
 
-    from corekit.assemble import build_run_model
+    from corekit.assemble import build_run_model, load_run_model
     from corekit.generation import check_sampling
     from corekit.generation import generate as run_generation
 
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     spec, tokenizer, run = _spec_and_tokenizer(target, run_dir, set_)
+    if spec.finetune is not None and spec.finetune.task == "classify":
+        raise CorekitError(f"{target} is a classifier (fine-tuned with task = 'classify'): it has no LM head to "
+                           f"generate with; use `corekit classify {target} --text ...`")
     torch.manual_seed(seed)
-    model = build_run_model(spec)
     weights = run.path / "model.safetensors"
-    if weights.is_file():
-        from corekit.weights import load_weights
-
-        load_weights(model, weights)
+    model = load_run_model(spec, weights) if weights.is_file() else build_run_model(spec)
     stops = _stop_ids(tokenizer, stop, stop_id) if stop or stop_id else [tokenizer.eot_id]
     kwargs = dict(
         tokenizer=tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,

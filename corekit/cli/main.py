@@ -47,7 +47,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _register_commands() -> None:
-    from corekit.cli import compress_cmd, data_cmd, export_cmd, generate_cmd, plugins_cmd, run_cmd, spec_cmd, train_cmd
+    from corekit.cli import (
+        compress_cmd, data_cmd, export_cmd, finetune_cmd, generate_cmd, plugins_cmd, run_cmd, spec_cmd, train_cmd,
+    )
 
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(spec_cmd.app, name="spec")
@@ -58,6 +60,9 @@ def _register_commands() -> None:
     app.command("run")(run_cmd.run)
     app.command("generate")(generate_cmd.generate)
     app.command("compress")(compress_cmd.compress)
+    app.command("finetune")(finetune_cmd.finetune)
+    app.command("classify")(finetune_cmd.classify)
+    app.command("chat")(finetune_cmd.chat)
     app.add_typer(export_cmd.app, name="export")
 
 

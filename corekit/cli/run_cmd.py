@@ -7,31 +7,32 @@ from typing import List, Optional
 
 import typer
 
+from corekit.assemble import build_tokenizer
+
 SAMPLE_PROMPTS = ["def ", "import ", "The "]
 
 
 def _model_of(spec, registry, run, seed: int):
     import torch
 
-    from corekit.assemble import build_run_model
-    from corekit.weights import load_weights
+    from corekit.assemble import build_run_model, load_run_model
 
     torch.manual_seed(seed)
-    model = build_run_model(spec, registry)
     weights = run.path / "model.safetensors"
-    if weights.is_file():
-        load_weights(model, weights)
-    return model
+    return load_run_model(spec, weights, registry) if weights.is_file() else build_run_model(spec, registry)
 
 
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a trained run directory"),
     windows: int = typer.Option(64, "--windows", help="validation windows to score"),
-    data: Optional[Path] = typer.Option(None, "--data", help="JSONL of {prompt, reference}: adds BLEU and ROUGE-L"),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="JSONL of {prompt, reference}: adds BLEU and ROUGE-L (a classifier: labelled CSV/JSONL)"
+    ),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="tokens generated per prompt (--data)"),
 ) -> None:
     """Validation loss and perplexity of a run's model; with --data, BLEU and ROUGE-L of its
-    greedy continuations against references."""
+    greedy continuations against references. A classifier run: accuracy, macro-F1 and the
+    confusion matrix on its held-out examples (or --data)."""
     from corekit.errors import CorekitError
     from corekit.plugins import get_registry
     from corekit.rundir import RunDir
@@ -43,6 +44,9 @@ def evaluate(
         raise CorekitError(f"{run.path} has no model.safetensors; train it first (corekit train)")
     registry = get_registry()
     spec = load_spec(run.spec, registry=registry)
+    if spec.finetune is not None and spec.finetune.task == "classify":
+        _evaluate_classifier(spec, registry, run, data)
+        return
     pairs = None
     if data is not None:
         from corekit.train.evaluate import read_pairs
@@ -54,9 +58,32 @@ def evaluate(
     if pairs is not None:
         from corekit.train.evaluate import generation_scores
 
-        tokenizer = registry.build("tokenizer", spec.tokenizer).load(run.tokenizer)
+        tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
         scores = generation_scores(model, tokenizer, pairs, max_new_tokens)
         typer.echo(f"{data}: {len(pairs)} pairs, BLEU {scores['bleu']:.4f}, ROUGE-L F1 {scores['rougeL']:.4f}")
+
+
+def _evaluate_classifier(spec, registry, run, data: Optional[Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from corekit.assemble import build_tokenizer
+    from corekit.finetune.evaluate import classifier_examples, evaluate_classify
+
+    tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
+    examples, where = classifier_examples(spec, tokenizer, str(data) if data is not None else None)
+    model = _model_of(spec, registry, run, spec.train.seed).eval()
+    result = evaluate_classify(model, examples, spec.finetune.labels, spec.finetune.pooling)
+    console = Console(highlight=False)
+    typer.echo(f"{run.path} on {where}: {result['count']} examples, accuracy {result['accuracy']:.4f}, "
+               f"macro-F1 {result['macro_f1']:.4f}")
+    table = Table(title="confusion (rows: true, columns: predicted)")
+    table.add_column("")
+    for label in result["labels"]:
+        table.add_column(label, justify="right")
+    for label, row in zip(result["labels"], result["confusion"]):
+        table.add_row(label, *map(str, row))
+    console.print(table)
 
 
 def run(

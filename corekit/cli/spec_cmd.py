@@ -18,9 +18,19 @@ def validate(
     file: Path = typer.Argument(..., help="a .toml or .json run spec"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Check a spec; exit 0 if valid, else exit 2 listing every error with its field path."""
-    from corekit.spec import load_spec
+    """Check a spec; exit 0 if valid, else exit 2 listing every error with its field path. A
+    fine-tuning spec ([finetune], no [model]) is checked against its base run."""
+    from corekit.spec import load_spec, read_spec_file
 
+    data = read_spec_file(file)
+    if "finetune" in data and "model" not in data:
+        from corekit.finetune.run import load_finetune_spec
+
+        spec, base, _ = load_finetune_spec(file, set_)
+        ft = spec.finetune
+        typer.echo(f"{file}: valid ({ft.task} fine-tuning of {base.path}, "
+                   f"{ft.adapter.name + ' adapter' if ft.adapter else 'full'})")
+        return
     spec = load_spec(file, set_)
     m = spec.model
     typer.echo(

@@ -33,6 +33,8 @@ class SourceRun:
     spec: RunSpec
     registry: Registry
     tokenizer: Tokenizer
+    #: the spec the saved files were written with, when ``spec`` differs (an adapter to fold in)
+    stored_spec: RunSpec | None = None
 
     @property
     def weights(self) -> Path:
@@ -48,9 +50,9 @@ class SourceRun:
 
     def load_model(self) -> nn.Module:
         """A fresh copy of the run's model with its weights, in eval mode (compressors may change it)."""
-        from corekit.assemble import load_run_model
+        from corekit.assemble import load_plain_model
 
-        return load_run_model(self.spec, self.weights, self.registry).eval()
+        return load_plain_model(self.stored_spec or self.spec, self.weights, self.registry).eval()
 
     def is_quantized(self) -> bool:
         """Whether an earlier compressor left integer weights (nothing trains those)."""

@@ -18,8 +18,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from corekit.assemble import build_tokenizer
 from corekit.errors import CorekitError, SpecError, SpecIssue
-from corekit.io import _umask, atomic_write_text, check_replaceable, file_sha256, link_tree, replace_dir
+from corekit.io import (
+    _umask,
+    atomic_write_text,
+    check_replaceable,
+    file_sha256,
+    replace_dir,
+)
 from corekit.plugins import get_registry
 
 REPORT = "compress-report.json"
@@ -83,7 +90,7 @@ def compress_run(
     """
     import torch
 
-    from corekit.assemble import load_run_model
+    from corekit.assemble import load_run_model, plain_spec
     from corekit.compress.base import SourceRun
     from corekit.compress.measure import decode_speed, figures, kl_from
     from corekit.rundir import RunDir
@@ -98,8 +105,9 @@ def compress_run(
     out = Path(out)
     check_out(out, run.path)
     spec = load_spec(run.spec, registry=registry)
-    tokenizer = registry.build("tokenizer", spec.tokenizer).load(run.tokenizer)
-    source = SourceRun(run, spec, registry, tokenizer)
+    tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
+    # a run fine-tuned with an unmerged adapter is compressed as the plain model it stands for
+    source = SourceRun(run, plain_spec(spec), registry, tokenizer, stored_spec=spec)
     compressor = registry.build("compressor", params)
     compressor.check(source)
 
@@ -117,11 +125,7 @@ def compress_run(
         history = [] if compressor.new_model else [spec_to_dict(p) for p in spec.compressed]
         data["compressed"] = [*history, spec_to_dict(params)]
         new_spec = load_spec(data, registry=registry)  # the new run's spec must validate
-        new = RunDir(tmp)
-        new.write_spec(new_spec)
-        shutil.copy2(run.tokenizer, new.tokenizer)
-        if run.data.is_dir():
-            link_tree(run.data, new.data)
+        RunDir(tmp).derive(new_spec, run)
         weights = tmp / "model.safetensors"
         result.model.eval()
         save_weights(result.model, new_spec, registry, weights)

@@ -45,7 +45,8 @@ class TextStream:
 @app.command()
 def edge(
     bundle: Path = typer.Argument(..., help="a bundle directory written by `corekit export onnx`"),
-    prompt: List[str] = typer.Option(..., "--prompt", "-p", help="text to continue (repeat for a batch)"),
+    prompt: List[str] = typer.Option([], "--prompt", "-p", help="text to continue (repeat for a batch)"),
+    classify: List[str] = typer.Option([], "--classify", "-c", help="a classifier bundle: text to label (repeatable)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="most tokens to generate"),
     temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 = greedy"),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="sample from the k most likely tokens"),
@@ -55,10 +56,19 @@ def edge(
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime threads"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check the files' sha256 on load"),
 ) -> None:
-    """Generate from an exported model with onnxruntime (no PyTorch), streaming the text."""
+    """Generate from an exported model with onnxruntime (no PyTorch), streaming the text; or, with a
+    classifier bundle, label texts (--classify)."""
     from corekit.edge.runtime import EdgeModel
 
+    if bool(prompt) == bool(classify):
+        raise CorekitError("give --prompt TEXT to generate, or --classify TEXT with a classifier bundle")
     model = EdgeModel(bundle, verify=verify, threads=threads)
+    if model.task.get("kind") == "classify" and prompt:
+        raise CorekitError(f"{bundle} is a classifier ({', '.join(model.task['labels'])}): use --classify TEXT")
+    if classify:
+        for row in model.classify(classify):
+            typer.echo(f"{row['label']}\t{row['probability']:.3f}\t{row['text']}")
+        return
     stops: list[int | str | None] = list(stop) if stop else [model.eot_id]
     if len(prompt) > 1:  # a batch: print each row when done
         start = time.perf_counter()

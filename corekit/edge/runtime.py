@@ -63,6 +63,8 @@ class EdgeModel:
         self.special_tokens: dict[str, int] = tok.get("special_tokens", {})
         self.eot_id: int | None = tok.get("eot_id")
         self.usable_vocab: int = tok.get("vocab_size", self.vocab_size)
+        #: {"kind": "generate"}, or {"kind": "classify", "labels": [...], "pooling": "last" | "mean"}
+        self.task: dict = self.manifest.get("task", {"kind": "generate"})
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         """Past keys and values of length 0 for ``batch`` rows."""
@@ -119,6 +121,9 @@ class EdgeModel:
             on_token: called as ``on_token(row, token_id)`` for each new token, as it comes.
         """
         check_sampling(max_new_tokens, temperature, top_k, top_p)
+        if self.task.get("kind") == "classify":
+            raise CorekitError(f"{self.path} is a classifier ({', '.join(self.task['labels'])}): it has no LM head "
+                               "to generate with; classify texts instead (corekit-edge BUNDLE --classify TEXT)")
         if isinstance(prompts, str):
             raise CorekitError("prompts must be a list of prompts; wrap a single string as [text]")
         as_text = bool(prompts) and isinstance(prompts[0], str)
@@ -171,6 +176,25 @@ class EdgeModel:
             # a finished row's further tokens are padding: its positions stop advancing
             mask = np.concatenate([mask, (~done).astype(np.int64)[:, None]], axis=1)
         return [self.decode(r) for r in out] if as_text else out
+
+    def classify(self, texts: Sequence[str]) -> list[dict]:
+        """Label each text with a classifier bundle: ``{"text", "label", "probability",
+        "probabilities": {label: p}}``, pooling the per-token logits as the model was trained to."""
+        if self.task.get("kind") != "classify":
+            raise CorekitError(f"{self.path} is a language model, not a classifier; generate with it instead")
+        labels, results = self.task["labels"], []
+        for text in texts:
+            ids = self.encode(text)[: self.task.get("max_length", self.context_length)]
+            if not ids:
+                raise CorekitError("every text to classify needs at least one token")
+            logits, _ = self.forward(np.array([ids]), np.ones((1, len(ids)), np.int64), self.empty_past(1))
+            pooled = logits[0, -1] if self.task.get("pooling", "last") == "last" else logits[0].mean(0)  # (C,)
+            probs = np.exp(pooled - pooled.max())
+            probs /= probs.sum()
+            best = int(probs.argmax())
+            results.append({"text": text, "label": labels[best], "probability": float(probs[best]),
+                            "probabilities": {label: float(p) for label, p in zip(labels, probs)}})
+        return results
 
     def _stop_id(self, stop: int | str) -> int:
         if isinstance(stop, str):

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from corekit.edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, MODEL, TOKENIZER, file_entries
+from corekit.assemble import build_tokenizer
+from corekit.edge.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    MODEL,
+    TOKENIZER,
+    file_entries,
+)
 from corekit.errors import CorekitError
 from corekit.io import _umask, check_replaceable, file_sha256, replace_dir
 
@@ -46,7 +54,13 @@ def _graph_bytes(path: Path) -> int:
 
 
 def _io(layout, vocab_size: int) -> tuple[list[dict], list[dict]]:
-    from corekit.export.graph import ATTENTION_MASK, INPUT_IDS, LOGITS, past_names, present_names
+    from corekit.export.graph import (
+        ATTENTION_MASK,
+        INPUT_IDS,
+        LOGITS,
+        past_names,
+        present_names,
+    )
 
     kv = lambda name, length: {"name": name, "dtype": "float32",  # noqa: E731
                                "shape": ["batch", layout.n_kv_heads, length, layout.head_dim]}
@@ -103,7 +117,7 @@ def export_run(
             not trace, or its parity check fails (the message gives the figure).
     """
     from corekit import __version__
-    from corekit.assemble import load_run_model
+    from corekit.assemble import load_plain_model, plain_spec
     from corekit.export.graph import export_graph
     from corekit.export.verify import parity
     from corekit.modules.quantized import dequantized_copy, quantized_modules
@@ -122,9 +136,14 @@ def export_run(
     check_out(out)
     registry = registry or get_registry()
     spec = load_spec(run.spec, registry=registry)
-    tokenizer = registry.build("tokenizer", spec.tokenizer).load(run.tokenizer)
+    tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
     tokenizer_json = tokenizer.edge_json()
-    model = load_run_model(spec, weights, registry).eval()
+    model = load_plain_model(spec, weights, registry).eval()  # an adapter folded in: a plain, faster graph
+    spec = plain_spec(spec)
+    ft = spec.finetune
+    classifier = ({"kind": "classify", "labels": list(ft.labels), "pooling": ft.pooling,
+                   "max_length": ft.max_length or spec.model.context_length}
+                  if ft is not None and ft.task == "classify" else None)  # logits over labels, not tokens
     stored = quantized_modules(model)  # a quantized run: its own integers go into the graph
     for module in stored.values():  # the graph computes the exact weight-only product, not torch.ao's
         module.kernel = "dequantize"
@@ -169,7 +188,7 @@ def export_run(
                     f"{stored_check['max_abs_logit_diff']:.3g} (allowed {tolerance:g}); no bundle was written"
                 )
             report.sizes = {"float32": _graph_bytes(fp32), weights_type: _graph_bytes(tmp / MODEL)}
-            if (run.data / "manifest.json").is_file():
+            if (run.data / "manifest.json").is_file() and classifier is None:
                 say(f"scoring validation perplexity of the {weights_type} graph")
                 report.perplexity = _perplexities({weights_type: tmp / MODEL}, layout, model, run.data, val_windows)
             _drop_fp32(tmp, fp32)
@@ -179,7 +198,9 @@ def export_run(
             say("quantizing to int8 with onnxruntime")
             quantize_int8(fp32, tmp / MODEL)
             report.sizes = {"float32": _graph_bytes(fp32), "int8": _graph_bytes(tmp / MODEL)}
-            if not (run.data / "manifest.json").is_file():
+            if classifier is not None:
+                report.notes.append("a classifier: validation perplexity does not apply")
+            elif not (run.data / "manifest.json").is_file():
                 say(f"{run.data} has no validation data: perplexity not measured")
                 report.notes.append(f"validation perplexity not measured: {run.data} has no prepared data")
             else:
@@ -190,7 +211,7 @@ def export_run(
         else:
             report.sizes = {"float32": _graph_bytes(fp32)}
         (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
-        inputs, outputs = _io(layout, model.vocab_size)
+        inputs, outputs = _io(layout, len(classifier["labels"]) if classifier else model.vocab_size)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         for name in files:  # some writers (onnx external data) make 0600 files; a bundle is shared
             (tmp / name).chmod(0o666 & ~_umask())
@@ -200,6 +221,7 @@ def export_run(
             "corekit_version": __version__,
             "model": {"vocab_size": model.vocab_size, "context_length": model.context_length,
                       "spec": spec_to_dict(spec)["model"]},
+            "task": classifier or {"kind": "generate"},
             "cache": {"n_layers": layout.n_layers, "n_kv_heads": layout.n_kv_heads, "head_dim": layout.head_dim},
             "inputs": inputs,
             "outputs": outputs,

@@ -51,8 +51,12 @@ class LanguageModelTask(L.LightningModule):
         """Mean cross-entropy of next-token prediction; ``batch`` is (inputs, targets), (B, T) each."""
         return (self.compiled or self._loss)(*batch)
 
+    def training_loss(self, batch) -> torch.Tensor:
+        """The loss :meth:`training_step` minimises (:meth:`loss`; subclasses may log more here)."""
+        return self.loss(batch)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        loss = self.training_loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at step {self.global_step}; training stopped and "
@@ -84,6 +88,9 @@ class LanguageModelTask(L.LightningModule):
         # with accumulation this runs only after the last micro-batch, as the step itself does.
         optimizer.zero_grad(set_to_none=True)
 
+    def adjust_optimizer(self, optimizer) -> None:
+        """Change the optimizer's parameter groups before the schedule is built (default: nothing)."""
+
     def configure_optimizers(self):
         train = self.spec.train
         params = train.optimizer
@@ -91,6 +98,7 @@ class LanguageModelTask(L.LightningModule):
             # "fused where available" becomes foreach (spec validation rejects fused = true here).
             params = params.model_copy(update={"fused": False})
         optimizer = self.registry.build("optimizer", params, self.model)
+        self.adjust_optimizer(optimizer)
         scheduler = self.registry.build("scheduler", train.scheduler, optimizer, train.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

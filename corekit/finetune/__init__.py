@@ -1,0 +1,1 @@
+"""Fine-tuning: classification, instruction tuning, preference tuning (DPO), with adapters."""
