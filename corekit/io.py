@@ -6,7 +6,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from corekit.errors import CorekitError
 
@@ -65,6 +67,22 @@ def check_replaceable(out: Path, marker: str, what: str) -> None:
             f"--out {out} is a non-empty directory that is not {what}; choose a new or empty directory "
             f"({what} there, one with {marker}, is replaced)"
         )
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A temporary directory beside ``out`` to write a new run or bundle into; on success it
+    replaces ``out`` whole (:func:`replace_dir`), on any failure it is removed and ``out`` is
+    left as it was. Its mode is the umask's, not ``mkdtemp``'s 0700: outputs are meant to be shared."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        tmp.chmod(0o777 & ~_umask())
+        yield tmp
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def replace_dir(tmp: Path, out: Path) -> None:

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from corekit.assemble import build_tokenizer
 from corekit.errors import CorekitError, SpecError, SpecIssue
 from corekit.io import (
-    _umask,
     atomic_write_text,
     check_replaceable,
     file_sha256,
-    replace_dir,
+    staged_dir,
 )
 from corekit.plugins import get_registry
 
@@ -111,10 +109,7 @@ def compress_run(
     compressor = registry.build("compressor", params)
     compressor.check(source)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        tmp.chmod(0o777 & ~_umask())
+    with staged_dir(out) as tmp:
         work = tmp / ".work"
         work.mkdir()
         torch.manual_seed(spec.train.seed)
@@ -155,10 +150,6 @@ def compress_run(
             report["before"]["decode_tokens_per_s"] = speed["before"]
             report["after"]["decode_tokens_per_s"] = speed["after"]
         atomic_write_text(tmp / REPORT, json.dumps(report, indent=2) + "\n")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report["out"] = str(out)
     return report
 

@@ -12,8 +12,6 @@ a failed export leaves no half-written bundle and an existing bundle stays as it
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +26,7 @@ from corekit.edge.manifest import (
     file_entries,
 )
 from corekit.errors import CorekitError
-from corekit.io import _umask, check_replaceable, file_sha256, replace_dir
+from corekit.io import _umask, check_replaceable, file_sha256, staged_dir
 
 #: fp32 max abs logit difference allowed between onnxruntime and PyTorch
 TOLERANCE = 1e-4
@@ -154,10 +152,7 @@ def export_run(
     bits = sorted({m.bits for m in stored.values()})
     weights_type = "+".join(f"int{b}" for b in bits) if stored else ("int8" if quantize == "int8" else "float32")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is meant to be shared
+    with staged_dir(out) as tmp:
         fp32 = tmp / (MODEL if quantize == "none" and not stored else "model.fp32.onnx")
         say("tracing the graph with torch.onnx (dynamo)")
         layout = export_graph(graph_model, fp32, opset=opset)
@@ -239,10 +234,6 @@ def export_run(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         report.manifest = manifest
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 

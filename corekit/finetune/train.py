@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -21,11 +20,10 @@ from corekit.finetune.run import (
     prepare,
 )
 from corekit.io import (
-    _umask,
     atomic_write_text,
     check_replaceable,
     file_sha256,
-    replace_dir,
+    staged_dir,
 )
 
 
@@ -160,10 +158,7 @@ def finetune(
     reference = reference_model(setup) if ft.task == "preference" else None
     before = measure(p, setup, reference)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        tmp.chmod(0o777 & ~_umask())
+    with staged_dir(out) as tmp:
         train_metrics, steps = _fit(p, setup, registry, tmp, progress, reference)
         model = setup.model.eval()
         after = measure(p, setup, reference)
@@ -202,10 +197,6 @@ def finetune(
             save_confusion_png(after["confusion"], p.labels, tmp / "confusion.png", accuracy=after["accuracy"])
         atomic_write_text(tmp / REPORT, json.dumps(report, indent=2) + "\n")
         shutil.rmtree(tmp / "logs", ignore_errors=True)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report["out"] = str(out)
     return report
 
@@ -261,10 +252,7 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, registry=None)
     check_replaceable(out, REPORT, "a fine-tuned run")
     model = registry.build("adapter", spec.finetune.adapter).merge(model).eval()
     spec.finetune.merged = True
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        tmp.chmod(0o777 & ~_umask())
+    with staged_dir(out) as tmp:
         RunDir(tmp).derive(spec, run)
         save_weights(model, spec, registry, tmp / "model.safetensors")
         _check_reload(model, spec, tmp / "model.safetensors", registry,
@@ -277,8 +265,4 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, registry=None)
         for extra in ("confusion.png", "metrics.csv", "curves.png"):
             if (run.path / extra).is_file():
                 shutil.copy2(run.path / extra, tmp / extra)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
