@@ -234,7 +234,7 @@ def graph_perplexity(bundle: Path, data: Path, windows: int) -> float:
 
 def time_decoding(variants: dict, vocab: int, args, rounds: int, new: int, registry, progress, task) -> dict:
     """Median greedy decode tokens/s per variant, PyTorch and onnxruntime, interleaved by round."""
-    from corekit.assemble import load_run_model
+    from corekit.run import load_run_model
     from corekit.compress.measure import decode_speed
     from corekit.edge.runtime import EdgeModel
     from corekit.spec import load_spec

@@ -13,7 +13,7 @@ rotates from step to step.
 - ``kit model``: the spec's model from :func:`corekit.build_model`, with the spec's optimizer
   and schedule plugins, trained by the same plain loop.
 - ``kit trainer``: what ``corekit train`` runs, the :class:`LanguageModelTask` in a Lightning
-  ``Trainer`` with the spec's settings (:func:`corekit.train.fit.trainer_settings`: clipping,
+  ``Trainer`` with the spec's settings (:func:`corekit.train.trainer.trainer_settings`: clipping,
   precision, deterministic algorithms on CPU), without the logger, checkpoints and progress bar.
 
 Each contender's throughput is given at its median step and at its best (fastest) step; noise
@@ -166,7 +166,7 @@ class TrainerContender:
         steps (fetching the batch, hooks, logging) counts."""
         import lightning as L
 
-        from corekit.train.fit import trainer_settings
+        from corekit.train.trainer import trainer_settings
 
         times: list[float] = []
         mark = [0.0]

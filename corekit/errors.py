@@ -22,6 +22,10 @@ class PluginConflictError(PluginError):
     """Two plugins claim the same ``kind:name``."""
 
 
+class PluginBuildError(PluginError):
+    """A component's build function raised an unexpected exception (chained as ``__cause__``)."""
+
+
 class UnknownComponentError(CorekitError, LookupError):
     """A (kind, name) pair that no loaded plugin provides."""
 

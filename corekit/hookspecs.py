@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from corekit.kinds import KIND_LIST
+
 if TYPE_CHECKING:  # pragma: no cover
     from corekit.registry import Registry
 
@@ -32,25 +34,24 @@ def corekit_register_components(registry: Registry) -> None:
     registered later are called too). Call ``registry.add(kind, params=..., build=...)``
     for each component; the component's name is the ``name`` literal of its Params model.
 
-    Kinds and what their ``build`` receives and returns (see ``corekit.registry.KINDS``):
+    Kinds, the Params base of each, the exact ``build`` call and its product (the table in
+    :mod:`corekit.kinds`):
 
-    - ``tokenizer``: ``build(params)`` -> a :class:`corekit.tokenizer.Tokenizer`.
-    - ``attention``: ``build(params, ctx, kernel)`` -> ``nn.Module`` with
-      ``forward(x, batch, cache)``; params subclass :class:`corekit.params.AttentionParams`.
-    - ``attention_kernel``: ``build(params, ctx)`` -> ``nn.Module`` with
-      ``forward(q, k, v, bias, is_causal, dropout_p)``.
-    - ``norm``: ``build(params, ctx)`` -> ``nn.Module`` mapping ``(..., d_model)`` to itself.
-    - ``activation``: ``build(params, ctx)`` -> ``nn.Module``; params subclass
-      :class:`corekit.params.ActivationParams`, whose ``gated`` class attribute says
-      whether the module takes twice the hidden width and halves it.
-    - ``positional``: ``build(params, ctx)`` -> :class:`corekit.modules.positional.Positional`.
-    - ``optimizer``: ``build(params, param_groups)`` -> ``torch.optim.Optimizer``.
-    - ``scheduler``: ``build(params, optimizer, max_steps)`` -> an LR scheduler.
-    - ``compressor``: ``build(params)`` -> a :class:`corekit.compress.base.Compressor` acting on a
-      trained run (``check``, ``compress``, and ``restore`` for the structure of its saved weights).
+{kinds}
 
     Not ``firstresult``; the return value is ignored.
     """
+
+
+def _kinds_doc() -> str:
+    lines = []
+    for kind in KIND_LIST:
+        base = kind.params_base.rpartition(":")[2]
+        lines.append(f"    - ``{kind.name}`` ({base}): ``{kind.signature()}``; {kind.contract}.")
+    return "\n".join(lines)
+
+
+corekit_register_components.__doc__ = (corekit_register_components.__doc__ or "").replace("{kinds}", _kinds_doc())
 
 
 @hookspec

@@ -8,6 +8,7 @@ the registry turns it into the union of every component of that kind once plugin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Iterator
 
@@ -15,6 +16,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
+    PositiveFloat,
     PositiveInt,
     field_validator,
     model_validator,
@@ -35,6 +38,12 @@ class Params(BaseModel):
         "rope needs an even head dimension". ``field`` is relative to this component.
         """
         return iter(())
+
+    def complete(self, ctx: ModelContext) -> Params:
+        """This component with the defaults that depend on the model's shape filled in (a
+        feed-forward block's hidden width, say); called once the model's fields validated.
+        The default fills in nothing and returns ``self``."""
+        return self
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,49 @@ class AttentionParams(Params):
     def kv_heads(self) -> int:
         """Number of key/value heads."""
         return self.n_heads
+
+
+class FeedForwardParams(Params):
+    """Base of every feed-forward component: its activation and hidden width."""
+
+    activation: Slot["activation"] = Field(  # type: ignore[valid-type]  # Slot[...] is an Annotated alias, not a class
+        REGISTRY_DEFAULT, description="gelu | relu | silu | swiglu | geglu | <plugin>"
+    )
+    hidden_dim: PositiveInt | None = Field(
+        None, description="hidden width; default 4*d_model, or 8/3*d_model rounded up to 64 for gated activations"
+    )
+
+    @property
+    def gated(self) -> bool:
+        """Whether the activation takes twice the hidden width (a GLU variant)."""
+        return bool(getattr(self.activation, "gated", False))
+
+    def complete(self, ctx: ModelContext) -> FeedForwardParams:
+        """The hidden width, when left out: ``4 * d_model``, or for a gated activation ``8/3 * d_model``
+        rounded up to a multiple of 64, which keeps the parameter count of the 4x plain MLP (Shazeer
+        2020, arXiv:2002.05202)."""
+        if self.hidden_dim is not None:
+            return self
+        hidden = 64 * math.ceil(8 * ctx.d_model / 3 / 64) if self.gated else 4 * ctx.d_model
+        return self.model_copy(update={"hidden_dim": hidden})
+
+
+class PositionalParams(Params):
+    """Base of every positional scheme."""
+
+    #: the scheme has per-head parameters (ALiBi's slopes): removing heads changes the kept ones
+    depends_on_heads: ClassVar[bool] = False
+
+
+class OptimizerParams(Params):
+    """Base of every optimizer: learning rate and which weights decay (read by
+    :func:`corekit.optim.decay_groups`)."""
+
+    lr: PositiveFloat = Field(3e-4, description="peak learning rate (schedulers scale it)")
+    weight_decay: NonNegativeFloat = Field(0.1, description="weight decay coefficient")
+    decay_norms: bool = Field(False, description="also decay norm weights")
+    decay_biases: bool = Field(False, description="also decay biases")
+    decay_embeddings: bool = Field(False, description="also decay embedding tables")
 
 
 class TokenizerParams(Params):

@@ -20,31 +20,9 @@ from typing import Annotated, Any, Callable, Iterator, Literal, Union, get_args,
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
-from corekit.errors import PluginConflictError, PluginError, UnknownComponentError
-from corekit.params import REGISTRY_DEFAULT, ActivationParams, AttentionParams, Params, SlotMarker, TokenizerParams
-
-#: Every component kind, with what a component of that kind is.
-KINDS: dict[str, str] = {
-    "tokenizer": "turns text into token ids and back",
-    "attention": "mixes information across positions (multi-head, grouped-query, ...)",
-    "attention_kernel": "computes softmax(QK^T)V for an attention module",
-    "norm": "normalises the residual stream",
-    "activation": "the MLP's non-linearity (plain or gated)",
-    "positional": "tells the model where each token is",
-    "optimizer": "updates the weights from gradients",
-    "scheduler": "sets the learning rate at each step",
-    "compressor": "makes a trained model smaller or faster",
-    "template": "renders instructions and conversations as prompt text for instruction tuning",
-    "adapter": "adds a few trainable weights to a frozen model for fine-tuning (LoRA)",
-}
-
-#: Params base class each kind's components must derive from.
-KIND_BASES: dict[str, type[Params]] = {
-    "attention": AttentionParams,
-    "activation": ActivationParams,
-    "tokenizer": TokenizerParams,
-}
-
+from corekit.errors import CorekitError, PluginBuildError, PluginConflictError, PluginError, UnknownComponentError
+from corekit.kinds import KINDS
+from corekit.params import REGISTRY_DEFAULT, Params, SlotMarker
 
 @dataclass(frozen=True)
 class Source:
@@ -159,14 +137,15 @@ class Registry:
         name = _literal_name(params, kind, self._source)
         if params.model_config.get("extra") != "forbid":
             raise PluginError(f"{self._source}: {kind} {name!r} params must keep extra='forbid' (unknown fields are errors)")
-        base = KIND_BASES.get(kind, Params)
+        base = KINDS[kind].params
         if not issubclass(params, base):
             raise PluginError(
-                f"{self._source}: {kind} {name!r} params must subclass {base.__module__}.{base.__name__}"
+                f"{self._source}: {kind} {name!r} params must subclass {base.__module__}.{base.__name__} "
+                f"(a {kind} is built as {KINDS[kind].signature()})"
             )
         if description is None:
             lines = (params.__doc__ or "").strip().splitlines()
-            description = lines[0] if lines else ""
+            description = lines[0].replace("``", "`") if lines else ""  # a docstring's reST literals, as plain text
         comp = Component(kind, name, params, build, description, self._source)
         key = (kind, name)
         if key in self._disabled:
@@ -212,13 +191,28 @@ class Registry:
         return comp
 
     def build(self, kind: str, params: Params | str | dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        """Validate ``params`` if needed and call the component's build function."""
+        """Validate ``params`` if needed and call the component's build function.
+
+        Raises:
+            PluginBuildError: the build function (or importing it) raised anything other than
+                a :class:`CorekitError`; the message names the component and its plugin, and
+                the original exception is chained for debugging.
+        """
         if isinstance(params, str):
             params = {"name": params}
         if isinstance(params, dict):
             params = self.get(kind, params.get("name", "")).params.model_validate(params)
         comp = self.get(kind, params.name)
-        return comp.builder()(params, *args, **kwargs)
+        try:
+            return comp.builder()(params, *args, **kwargs)
+        except CorekitError:
+            raise
+        except Exception as exc:
+            detail = " ".join(str(exc).split()) or "(no message)"  # one paragraph
+            raise PluginBuildError(
+                f"{kind} {comp.name!r} from {comp.source} failed to build: {type(exc).__name__}: {detail} "
+                "(a bug in the plugin, or parameters it does not support; the traceback is chained to this error)"
+            ) from exc
 
     # ----------------------------------------------------------------- spec types
     def slot_type(self, kind: str) -> Any:
@@ -267,7 +261,8 @@ class Registry:
                 annotation = Annotated[(annotation, *info.metadata)]
             new = self._rewrite(annotation)
             if new is not annotation:
-                kwargs: dict[str, Any] = {"description": info.description, "validate_default": True}
+                kwargs: dict[str, Any] = {"description": _slot_description(annotation, info.description),
+                                          "validate_default": True}
                 factory = info.default_factory
                 if isinstance(factory, type) and issubclass(factory, BaseModel):
                     # an instance of the unresolved model would fail the resolved type
@@ -317,6 +312,15 @@ def _slot_kind(annotation: Any) -> str | None:
         marker = next((m for m in get_args(annotation)[1:] if isinstance(m, SlotMarker)), None)
         return marker.kind if marker else None
     return None
+
+
+def _slot_description(annotation: Any, description: str | None) -> str | None:
+    """A ``Slot[kind]`` field's description, led by the kind's contract from the kinds table."""
+    kind = _slot_kind(annotation)
+    if kind is None or kind not in KINDS:
+        return description
+    lead = f"a {kind} component: {KINDS[kind].contract}"
+    return f"{lead} ({description})" if description else lead
 
 
 def _literal_name(params: type[Params], kind: str, source: Source) -> str:

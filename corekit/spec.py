@@ -13,37 +13,46 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
 from pydantic import (
-    BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from corekit.errors import CorekitError, SpecError, SpecIssue
 from corekit.finetune.spec import FinetuneSpec
 from corekit.params import REGISTRY_DEFAULT, ModelContext, Params, Slot, SlotMarker
-from corekit.registry import Registry
+from corekit.registry import Registry, unknown_message
 
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
-#: Later stages own these sections; until then unknown keys in them are kept, not refused.
-OPEN_SECTION = ConfigDict(extra="allow")
+
+#: Lightning's registered strategy names (``StrategyRegistry.available_strategies()`` of
+#: lightning 2.6), written out so that loading a spec does not import Lightning (~6 s);
+#: tests/test_spec_strict.py compares it with the installed Lightning's registry.
+LIGHTNING_STRATEGIES: tuple[str, ...] = (
+    "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook",
+    "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
+    "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true",
+    "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
+    "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme",
+    "fsdp", "fsdp_cpu_offload", "single_device", "single_xla", "xla_debug", "xla", "single_tpu",
+)
+#: what ``train.strategy`` accepts
+STRATEGIES: tuple[str, ...] = ("auto", *LIGHTNING_STRATEGIES)
+#: seeds Lightning's ``seed_everything`` (and numpy) accept
+MAX_SEED = 2**32 - 1
+#: the deepest nesting of tables and arrays a spec may have (real specs stay under 6); deeper
+#: data would exhaust Python's recursion limit in the TOML parser or the validator
+MAX_SPEC_DEPTH = 64
 
 
 def cross_field_error(issues: list[tuple[str, str]]) -> PydanticCustomError:
     """One validation error carrying several ``(relative path, message)`` problems."""
     return PydanticCustomError(
         "cross_field", "{summary}", {"summary": "; ".join(f"{p}: {m}" for p, m in issues), "issues": issues}
-    )
-
-
-class MLPSpec(BaseModel):
-    """The feed-forward network of each block."""
-
-    model_config = SECTION
-    activation: Slot["activation"] = Field(REGISTRY_DEFAULT, description="gelu | relu | silu | swiglu | geglu | <plugin>")  # type: ignore[valid-type]
-    hidden_dim: PositiveInt | None = Field(
-        None, description="hidden width; default 4*d_model, or 8/3*d_model rounded up to 64 for gated activations"
     )
 
 
@@ -65,7 +74,9 @@ class ModelSpec(BaseModel):
     init_std: PositiveFloat = Field(0.02, description="std of the normal initialisation")
     attention: Slot["attention"] = Field(description="mha | gqa | mqa | <plugin>")  # type: ignore[valid-type]
     norm: Slot["norm"] = Field(REGISTRY_DEFAULT, description="layernorm | rmsnorm | <plugin>")  # type: ignore[valid-type]
-    mlp: MLPSpec = Field(default_factory=MLPSpec)
+    mlp: Slot["feedforward"] = Field(  # type: ignore[valid-type]  # Slot[...] is an Annotated alias, not a class
+        REGISTRY_DEFAULT, description="the feed-forward block: mlp | <plugin> (a table without name is the default, mlp)"
+    )
     position: Slot["positional"] = Field(  # type: ignore[valid-type]
         REGISTRY_DEFAULT, description="learned | sinusoidal | rope | alibi | none | <plugin>"
     )
@@ -87,7 +98,8 @@ class ModelSpec(BaseModel):
             "attention": self.attention,
             "attention.kernel": self.attention.kernel,
             "norm": self.norm,
-            "mlp.activation": self.mlp.activation,
+            "mlp": self.mlp,
+            "mlp.activation": getattr(self.mlp, "activation", None),
             "position": self.position,
         }
         for prefix, params in parts.items():
@@ -95,10 +107,11 @@ class ModelSpec(BaseModel):
                 issues += [(f"{prefix}.{field}", msg) for field, msg in params.check(ctx)]
         if issues:
             raise cross_field_error(issues)
-        if self.mlp.hidden_dim is None:
-            gated = bool(getattr(self.mlp.activation, "gated", False))
-            hidden = 64 * math.ceil(8 * self.d_model / 3 / 64) if gated else 4 * self.d_model
-            self.mlp = self.mlp.model_copy(update={"hidden_dim": hidden})
+        # each part fills in what depends on the model's shape (the feed-forward hidden width)
+        for field in ("attention", "norm", "mlp", "position"):
+            params = getattr(self, field)
+            if isinstance(params, Params):
+                setattr(self, field, params.complete(ctx))
         return self
 
     def context(self, vocab_size: int | None = None) -> ModelContext:
@@ -117,6 +130,12 @@ class ModelSpec(BaseModel):
         )
 
 
+def _non_blank_path(path: str) -> str:
+    if not path.strip():  # an empty pattern names the working directory: everything in it
+        raise ValueError("an empty or blank path names no file; give a file, a glob or a directory")
+    return path
+
+
 class DataSpec(BaseModel):
     """The ``[data]`` section: where training text comes from, how it is cleaned and sharded."""
 
@@ -124,7 +143,7 @@ class DataSpec(BaseModel):
     source: Literal["python-stdlib"] | None = Field(
         "python-stdlib", description="a built-in corpus (the default when no paths are given)"
     )
-    paths: list[str] = Field(
+    paths: list[Annotated[str, AfterValidator(_non_blank_path)]] = Field(
         default_factory=list, description="text files, globs (** allowed), directories, or .jsonl files"
     )
     text_field: str = Field("text", description="the field holding the text in .jsonl files")
@@ -167,16 +186,35 @@ class TrainSpec(BaseModel):
     grad_clip: float = Field(1.0, ge=0.0, description="clip the gradient norm to this (0: off)")
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision")
     compile: bool = Field(False, description="torch.compile the model")
-    strategy: str = Field("auto", description="Lightning strategy: auto | ddp | fsdp | ...")
-    devices: int | Literal["auto"] = Field("auto", description="devices per node")
+    strategy: Literal[STRATEGIES] = Field(  # type: ignore[valid-type]
+        "auto", description="Lightning strategy: auto | ddp | fsdp | deepspeed | ..."
+    )
+    devices: PositiveInt | Literal["auto"] = Field("auto", description="devices per node: a positive number or 'auto'")
     num_nodes: PositiveInt = 1
-    seed: int = Field(1337, description="seeds weights, data order and dropout")
+    seed: int = Field(1337, ge=0, le=MAX_SEED, description="seeds weights, data order and dropout (0 .. 2**32-1)")
     eval_every: PositiveInt = Field(100, description="validate every this many optimizer steps")
     checkpoint_every: PositiveInt = Field(100, description="checkpoint every this many optimizer steps")
     log_every: PositiveInt = Field(10, description="log training metrics every this many steps")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     optimizer: Slot["optimizer"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
     scheduler: Slot["scheduler"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _known_strategy(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in STRATEGIES:
+            raise PydanticCustomError(
+                "unknown_choice", "{message}", {"message": unknown_message("Lightning strategy", value, list(STRATEGIES))}
+            )
+        return value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _positive_or_auto(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        shown = f" (got {value!r})" if isinstance(value, (dict, list)) else ""  # format_errors adds scalars
+        raise ValueError(f"devices must be a positive number of devices or 'auto'{shown}")
 
     @property
     def needs_unfused_optimizer(self) -> bool:
@@ -198,7 +236,7 @@ class TrainSpec(BaseModel):
 class ExportSpec(BaseModel):
     """The ``[export]`` section: what ``corekit export`` writes."""
 
-    model_config = OPEN_SECTION
+    model_config = SECTION
     format: Literal["onnx"] = "onnx"
     quantize: Literal["none", "int8"] = Field("none", description="int8: onnxruntime's int8 weight quantization")
     opset: int | None = Field(None, ge=18, description="ONNX opset (default: the exporter's)")
@@ -250,8 +288,40 @@ def padded_vocab(size: int, multiple: int | None) -> int:
 
 
 # --------------------------------------------------------------------------- loading
+def nesting_depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar is 0, ``{"a": [1]}`` is 2).
+
+    Iterative, so it measures data too deep for the recursive code it protects.
+    """
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_SPEC_DEPTH:  # no need to walk further
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep(what: str) -> str:
+    return f"{what} is nested too deeply; a spec may nest tables and arrays at most {MAX_SPEC_DEPTH} levels"
+
+
+def check_depth(data: Any, source: str | None = None) -> None:
+    """A :class:`SpecError` if ``data`` nests deeper than :data:`MAX_SPEC_DEPTH`."""
+    if nesting_depth(data) > MAX_SPEC_DEPTH:
+        raise SpecError([SpecIssue("", _too_deep(f"the spec {source}" if source else "the spec"))], source)
+
+
 def read_spec_file(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML or JSON spec file into a dict (a :class:`SpecError` if unreadable)."""
+    """Parse a TOML or JSON spec file into a dict (a :class:`SpecError` if unreadable or nested
+    more than :data:`MAX_SPEC_DEPTH` levels deep)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError([SpecIssue("", f"file {path} does not exist" if not path.exists() else f"{path} is not a file")], str(path))
@@ -262,13 +332,17 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise SpecError([SpecIssue("", f"invalid TOML: {exc}")], str(path)) from None
     except json.JSONDecodeError as exc:
         raise SpecError([SpecIssue("", f"invalid JSON: {exc}")], str(path)) from None
+    except RecursionError:  # the parsers recurse once per level of nesting
+        raise SpecError([SpecIssue("", _too_deep(f"the spec {path}"))], str(path)) from None
     if not isinstance(data, dict):
         raise SpecError([SpecIssue("", "a spec must be a table/object of sections")], str(path))
+    check_depth(data, str(path))
     return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``section.field=value`` overrides; values parse as TOML, else as strings."""
+    check_depth(data)  # deepcopy recurses too
     data = copy.deepcopy(data)  # TOML values may be dates, which a JSON round-trip cannot copy
     issues = []
     for item in overrides:
@@ -279,8 +353,15 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             continue
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
+            too_deep = len(parts) + nesting_depth(value) > MAX_SPEC_DEPTH
         except tomllib.TOMLDecodeError:
-            value = raw
+            value, too_deep = raw, False
+        except RecursionError:
+            too_deep = True
+        if too_deep:
+            shown = item if len(item) <= 60 else f"{item[:40]}...{item[-10:]}"
+            issues.append(SpecIssue("--set", _too_deep(f"the value of {shown!r}")))
+            continue
         node = data
         for part in parts[:-1]:
             child = node.get(part)
@@ -316,6 +397,8 @@ def load_spec(
 
         registry = get_registry()
     label = None if isinstance(source, Mapping) else str(source)
+    if isinstance(source, Mapping):
+        check_depth(source)
     data = dict(source) if isinstance(source, Mapping) else read_spec_file(source)
     data = apply_overrides(data, overrides)
     try:
@@ -377,7 +460,7 @@ def format_errors(exc: ValidationError, data: Any, registry: Registry) -> list[S
             msg = "required field is missing"
         elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
             msg = f"expected a table, got {type(err.get('input')).__name__} {err.get('input')!r}"
-        elif err["type"] not in ("unknown_component", "missing_component_name") and not isinstance(
+        elif err["type"] not in ("unknown_component", "missing_component_name", "unknown_choice") and not isinstance(
             err.get("input"), (dict, list)
         ):
             msg += f" (got {err.get('input')!r})"

@@ -67,7 +67,7 @@ def save_weights(model, spec, registry, path: str | Path, *, only: set[str] | No
     shared = {k: v for k, v in shared.items() if v in state}
     m = spec.model
     used = {("attention", m.attention.name), ("attention_kernel", m.attention.kernel.name), ("norm", m.norm.name),
-            ("activation", m.mlp.activation.name), ("positional", m.position.name), ("tokenizer", spec.tokenizer.name)}
+            ("activation", m.mlp.activation.name), ("feedforward", m.mlp.name), ("positional", m.position.name), ("tokenizer", spec.tokenizer.name)}
     used |= {("compressor", c.name) for c in getattr(spec, "compressed", [])}
     ft = getattr(spec, "finetune", None)
     if ft is not None:

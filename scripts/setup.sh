@@ -11,7 +11,10 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     "$PY" -m pip install -q "torch>=2.4,<3"
   else
-    "$PY" -m pip install -q "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+    # A CPU wheel that pip can already see (a local wheel cache or index) first; PyTorch's
+    # CPU index only when there is none, so that an offline mirror needs no retries.
+    "$PY" -m pip install -q "torch==2.13.0+cpu" 2>/dev/null \
+      || "$PY" -m pip install -q "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 "$PY" -m pip install -q -e ".[dev]"

@@ -125,7 +125,7 @@ def test_example_listed_by_cli(example_site):
     proc = run_cli("plugins", "--json", env=plugin_env(example_site))
     assert proc.returncode == 0, proc.stderr
     rows = {(r["kind"], r["name"]): r for r in json.loads(proc.stdout)}
-    for key in [("norm", "scalenorm"), ("activation", "squared_relu")]:
+    for key in [("norm", "scalenorm"), ("activation", "squared_relu"), ("feedforward", "moe")]:
         assert key in rows, sorted(rows)
         assert rows[key]["package"] == "corekit-example-plugin"
         assert rows[key]["version"] == "0.1.0"
@@ -179,6 +179,58 @@ def test_example_loads_in_process(example_on_path):
 
     off = load_registry(autoload=False)
     assert ("norm", "scalenorm") not in off
+
+
+@pytest.mark.slow
+def test_moe_feedforward_matches_a_hand_computation(example_on_path):
+    """The example's mixture of experts: each token's output is the softmax-of-top-k-logits
+    weighted sum of its chosen experts' MLPs, computed here token by token with F.linear."""
+    import torch
+    import torch.nn.functional as F
+
+    reg = load_registry(autoload=True)
+    from corekit.spec import ModelSpec
+
+    model = reg.resolve(ModelSpec).model_validate({
+        "d_model": 8, "n_layers": 1, "attention": {"n_heads": 2},
+        "mlp": {"name": "moe", "n_experts": 3, "top_k": 2, "activation": "relu", "hidden_dim": 6}})
+    params = model.mlp
+    assert reg.get("feedforward", "moe").source.package == "corekit-example-plugin"
+    torch.manual_seed(0)
+    moe = reg.build("feedforward", params, ctx(8), reg.build("activation", params.activation, ctx(8)))
+    x = torch.randn(2, 5, 8)
+    got = moe(x)
+    for b in range(2):
+        for t in range(5):
+            token = x[b, t]
+            logits = F.linear(token, moe.router.weight)
+            chosen = sorted(range(3), key=lambda e: -logits[e].item())[:2]
+            weights = torch.softmax(logits[chosen], dim=0)
+            want = sum(w * F.linear(F.relu(F.linear(token, moe.up[e].weight)), moe.down[e].weight)
+                       for w, e in zip(weights, chosen))
+            torch.testing.assert_close(got[b, t], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(SpecError, match="top_k=4 is more than n_experts=3"):
+        from corekit.spec import load_spec
+
+        load_spec({"model": {"attention": {"n_heads": 4}, "mlp": {"name": "moe", "n_experts": 3, "top_k": 4}}},
+                  registry=reg)
+
+
+@pytest.mark.slow
+def test_example_spec_trains_with_the_moe_block(example_site, tmp_path):
+    corpus = tmp_path / "corpus"
+    for i in range(20):
+        write(corpus / f"{i}.txt", " ".join(f"line {i}.{j}: the quick brown fox jumps" for j in range(20)))
+    run = tmp_path / "run"
+    proc = run_cli("train", str(EXAMPLE_SPEC), "--run-dir", str(run), "-j", "1", "--set", "train.max_steps=3",
+                   "--set", "train.batch_size=2", "--set", f'data.paths=["{corpus}"]', "--set", "data.min_chars=1",
+                   env=plugin_env(example_site), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors import safe_open
+
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert {"blocks.0.mlp.router.weight", "blocks.0.mlp.up.3.weight", "blocks.1.mlp.down.0.weight"} <= keys
 
 
 @pytest.mark.slow

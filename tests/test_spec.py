@@ -287,7 +287,7 @@ def _slot_names(prop: dict) -> tuple[set[str], set[str]]:
 def _component_slots(schema: dict) -> dict[str, dict]:
     model = schema["$defs"]["ModelSpec"]["properties"]
     slots = {kind: model[field] for field, kind in SLOT_KINDS.items()}
-    slots["activation"] = schema["$defs"]["MLPSpec"]["properties"]["activation"]
+    slots["activation"] = schema["$defs"]["MLPParams"]["properties"]["activation"]
     return slots
 
 

@@ -10,8 +10,9 @@ import typer
 
 from corekit.assemble import build_tokenizer
 
-tokenizer_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
-data_app = typer.Typer(help="Prepare token shards for training.", no_args_is_help=True)
+# no rich markup: help texts may name spec sections in brackets ([data]), which rich would eat
+tokenizer_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True, rich_markup_mode=None)
+data_app = typer.Typer(help="Prepare token shards for training.", no_args_is_help=True, rich_markup_mode=None)
 
 RUN_DIR_HELP = "the run directory (default: runs/<spec file stem>)"
 SET_HELP = "override a spec field, e.g. --set data.min_chars=64 (repeatable)"

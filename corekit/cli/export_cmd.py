@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Export a trained run for other runtimes.", no_args_is_help=True)
+# no rich markup: help texts may name spec sections in brackets ([export]), which rich would eat
+app = typer.Typer(help="Export a trained run for other runtimes.", no_args_is_help=True, rich_markup_mode=None)
 
 QUANTIZE_CHOICES = ("none", "int8")
 

@@ -7,7 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from corekit.assemble import build_tokenizer
 from corekit.errors import CorekitError
 
 
@@ -28,29 +27,21 @@ def _stop_ids(tokenizer, stops: list[str], stop_ids: list[int]) -> list[int]:
     return ids
 
 
-def _spec_and_tokenizer(target: Path, run_dir: Optional[Path], set_: list[str]):
-    """The spec and tokenizer for TARGET: a run directory, or a spec file (whose tokenizer, if
-    it needs training, comes from its run directory)."""
-    from corekit.plugins import get_registry
+def _open(target: Path, run_dir: Optional[Path], set_: list[str]):
+    """The run TARGET names: a run directory, or a spec file (trained into its run directory or
+    not), with its vocabulary size filled in from its tokenizer."""
+    from corekit.run import Run
     from corekit.rundir import RunDir
-    from corekit.spec import load_spec
+    from corekit.spec import load_spec, padded_vocab
 
-    registry = get_registry()
-    run = RunDir(target) if target.is_dir() else RunDir.for_spec(target, run_dir)
-    spec = load_spec(run.spec if target.is_dir() else target, set_, registry)
-    tokenizer = build_tokenizer(spec, registry)
-    if run.tokenizer.is_file():
-        tokenizer = tokenizer.load(run.tokenizer)
-    elif tokenizer.needs_training:
-        raise CorekitError(
-            f"the {spec.tokenizer.name} tokenizer must be trained first and {run.tokenizer} does not exist; "
-            f"run `corekit tokenizer train {target}`" + (f" --run-dir {run_dir}" if run_dir else "")
-        )
+    if target.is_dir():
+        run = Run.open(target, trained=False, overrides=set_)
+    else:
+        run = Run.for_spec(load_spec(target, set_), RunDir.for_spec(target, run_dir))
+    spec = run.spec
     if spec.model.vocab_size is None:
-        from corekit.spec import padded_vocab
-
-        spec.model.vocab_size = padded_vocab(tokenizer.vocab_size, spec.model.pad_vocab_multiple)
-    return spec, tokenizer, run
+        spec.model.vocab_size = padded_vocab(run.tokenizer.vocab_size, spec.model.pad_vocab_multiple)
+    return run
 
 
 def generate(
@@ -67,20 +58,16 @@ def generate(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where a spec's trained tokenizer is (default: runs/<spec stem>)"),
 ) -> None:
     """Generate text from a run's trained model (random, seeded weights if it has none yet)."""
-    import torch
-
-    from corekit.assemble import build_run_model, load_run_model
     from corekit.generation import check_sampling
     from corekit.generation import generate as run_generation
 
     check_sampling(max_new_tokens, temperature, top_k, top_p)
-    spec, tokenizer, run = _spec_and_tokenizer(target, run_dir, set_)
-    if spec.finetune is not None and spec.finetune.task == "classify":
+    run = _open(target, run_dir, set_)
+    if run.is_classifier:
         raise CorekitError(f"{target} is a classifier (fine-tuned with task = 'classify'): it has no LM head to "
                            f"generate with; use `corekit classify {target} --text ...`")
-    torch.manual_seed(seed)
-    weights = run.path / "model.safetensors"
-    model = load_run_model(spec, weights) if weights.is_file() else build_run_model(spec)
+    tokenizer = run.tokenizer
+    model = run.model(seed=seed)
     stops = _stop_ids(tokenizer, stop, stop_id) if stop or stop_id else [tokenizer.eot_id]
     kwargs = dict(
         tokenizer=tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,

@@ -27,6 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: with rich markup, "[export]" and "[compress]" in help texts (spec
+    # sections) would be read as markup tags and vanish. Sub-apps set the same.
+    rich_markup_mode=None,
 )
 
 

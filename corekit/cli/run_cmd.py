@@ -7,19 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from corekit.assemble import build_tokenizer
-
 SAMPLE_PROMPTS = ["def ", "import ", "The "]
-
-
-def _model_of(spec, registry, run, seed: int):
-    import torch
-
-    from corekit.assemble import build_run_model, load_run_model
-
-    torch.manual_seed(seed)
-    weights = run.path / "model.safetensors"
-    return load_run_model(spec, weights, registry) if weights.is_file() else build_run_model(spec, registry)
 
 
 def evaluate(
@@ -33,46 +21,38 @@ def evaluate(
     """Validation loss and perplexity of a run's model; with --data, BLEU and ROUGE-L of its
     greedy continuations against references. A classifier run: accuracy, macro-F1 and the
     confusion matrix on its held-out examples (or --data)."""
-    from corekit.errors import CorekitError
-    from corekit.plugins import get_registry
-    from corekit.rundir import RunDir
-    from corekit.spec import load_spec
+    from corekit.run import Run
     from corekit.train.evaluate import perplexity, validation_loss
 
-    run = RunDir(run_dir)
-    if not (run.path / "model.safetensors").is_file():
-        raise CorekitError(f"{run.path} has no model.safetensors; train it first (corekit train)")
-    registry = get_registry()
-    spec = load_spec(run.spec, registry=registry)
-    if spec.finetune is not None and spec.finetune.task == "classify":
-        _evaluate_classifier(spec, registry, run, data)
+    run = Run.open(run_dir)
+    spec = run.spec
+    if run.is_classifier:
+        _evaluate_classifier(run, data)
         return
     pairs = None
     if data is not None:
         from corekit.train.evaluate import read_pairs
 
         pairs = read_pairs(data)  # before any slow work: a bad file fails at once
-    model = _model_of(spec, registry, run, spec.train.seed)
+    model = run.model()
     loss = validation_loss(model, run.data, spec.model.context_length, max_windows=windows)
     typer.echo(f"{run.path}: val loss {loss:.4f}, perplexity {perplexity(loss):.2f} ({windows} windows max)")
     if pairs is not None:
         from corekit.train.evaluate import generation_scores
 
-        tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
-        scores = generation_scores(model, tokenizer, pairs, max_new_tokens)
+        scores = generation_scores(model, run.tokenizer, pairs, max_new_tokens)
         typer.echo(f"{data}: {len(pairs)} pairs, BLEU {scores['bleu']:.4f}, ROUGE-L F1 {scores['rougeL']:.4f}")
 
 
-def _evaluate_classifier(spec, registry, run, data: Optional[Path]) -> None:
+def _evaluate_classifier(run, data: Optional[Path]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from corekit.assemble import build_tokenizer
     from corekit.finetune.evaluate import classifier_examples, evaluate_classify
 
-    tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
-    examples, where = classifier_examples(spec, tokenizer, str(data) if data is not None else None)
-    model = _model_of(spec, registry, run, spec.train.seed).eval()
+    spec = run.spec
+    examples, where = classifier_examples(spec, run.tokenizer, str(data) if data is not None else None)
+    model = run.model().eval()
     result = evaluate_classify(model, examples, spec.finetune.labels, spec.finetune.pooling)
     console = Console(highlight=False)
     typer.echo(f"{run.path} on {where}: {result['count']} examples, accuracy {result['accuracy']:.4f}, "
@@ -100,6 +80,7 @@ def run(
 
     from corekit.generation import generate
     from corekit.plugins import get_registry
+    from corekit.run import Run
     from corekit.rundir import RunDir, ensure_tokenizer, prepare_data
     from corekit.spec import load_spec
     from corekit.train.evaluate import perplexity, validation_loss
@@ -125,13 +106,13 @@ def run(
     if weights.is_file():
         console.print(f"[bold]train[/]: {weights} exists; skipped")
     else:
-        before = validation_loss(_model_of(spec, registry, run_, t.seed), run_.data, spec.model.context_length,
+        before = validation_loss(Run.for_spec(spec, run_, registry).model(), run_.data, spec.model.context_length,
                                  max_windows=spec.data.val_windows)
         resume = (run_.path / "checkpoints" / "last.ckpt").is_file()
         console.print(f"[bold]train[/]: {t.max_steps} steps" + (" (resuming)" if resume else ""))
         train(spec, run_, registry, resume=resume, workers=workers)
 
-    model = _model_of(spec, registry, run_, t.seed)
+    model = Run.for_spec(spec, run_, registry).model()
     after = validation_loss(model, run_.data, spec.model.context_length, max_windows=spec.data.val_windows)
     table = Table(title=f"{run_.path}", title_justify="left", show_header=False)
     if before is not None:

@@ -8,7 +8,8 @@ from typing import Any, List, Optional
 
 import typer
 
-app = typer.Typer(help="Validate, show and describe run specs.", no_args_is_help=True)
+# no rich markup: help texts name spec sections in brackets ([export]), which rich would eat
+app = typer.Typer(help="Validate, show and describe run specs.", no_args_is_help=True, rich_markup_mode=None)
 
 SET_HELP = "override a field, e.g. --set model.d_model=512 (repeatable)"
 
@@ -80,13 +81,11 @@ def show(
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Show the resolved spec (defaults filled in), parameter count and FLOPs per token."""
-    import torch
     from rich.console import Console
     from rich.table import Table
 
-    from corekit.assemble import build_model
     from corekit.spec import apply_overrides, load_spec, read_spec_file, spec_to_dict
-    from corekit.stats import count_parameters, flops_per_token
+    from corekit.stats import model_size
 
     spec = load_spec(file, set_)
     raw = apply_overrides(read_spec_file(file), set_)
@@ -96,15 +95,11 @@ def show(
     for path, value in _flatten(spec_to_dict(spec)):
         style = None if _given(raw, path) else "dim"
         table.add_row(path, json.dumps(value), style=style)
+    size = model_size(spec.model)  # counted before printing: an impossible model prints only its error
     console = Console()
     console.print(table)
-    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = build_model(spec)
-    params = count_parameters(model)
-    embed = model.tok_emb.weight.numel()
-    flops = flops_per_token(model, spec.model)
     summary = Table(show_header=False, title="size", title_justify="left")
-    summary.add_row("parameters", f"{params:,}")
-    summary.add_row("  without token embeddings", f"{params - embed:,}")
-    summary.add_row(f"forward FLOPs per token (T={spec.model.context_length})", f"{flops:,}")
+    summary.add_row("parameters", f"{size.parameters:,}")
+    summary.add_row("  without token embeddings", f"{size.parameters - size.embedding:,}")
+    summary.add_row(f"forward FLOPs per token (T={spec.model.context_length})", f"{size.flops_per_token:,}")
     console.print(summary)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from corekit.params import Params
     from corekit.registry import Registry
+    from corekit.run import Run
     from corekit.rundir import RunDir
     from corekit.spec import RunSpec
     from corekit.tokenizer import Tokenizer
@@ -36,6 +37,12 @@ class SourceRun:
     #: the spec the saved files were written with, when ``spec`` differs (an adapter to fold in)
     stored_spec: RunSpec | None = None
 
+    @classmethod
+    def of(cls, run: Run) -> SourceRun:
+        """The opened run ``run`` as compressors see it: a run fine-tuned with an unmerged adapter
+        stands for the plain model it makes, with the adapter folded in."""
+        return cls(run.dir, run.plain_spec, run.registry, run.tokenizer, stored_spec=run.spec)
+
     @property
     def weights(self) -> Path:
         return self.run.path / "model.safetensors"
@@ -50,9 +57,9 @@ class SourceRun:
 
     def load_model(self) -> nn.Module:
         """A fresh copy of the run's model with its weights, in eval mode (compressors may change it)."""
-        from corekit.assemble import load_plain_model
+        from corekit.run import Run
 
-        return load_plain_model(self.stored_spec or self.spec, self.weights, self.registry).eval()
+        return Run(self.run, self.stored_spec or self.spec, self.registry).plain_model().eval()
 
     def is_quantized(self) -> bool:
         """Whether an earlier compressor left integer weights (nothing trains those)."""

@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from corekit.assemble import build_tokenizer
 from corekit.errors import CorekitError, SpecError, SpecIssue
 from corekit.io import (
     atomic_write_text,
@@ -88,24 +87,20 @@ def compress_run(
     """
     import torch
 
-    from corekit.assemble import load_run_model, plain_spec
     from corekit.compress.base import SourceRun
     from corekit.compress.measure import decode_speed, figures, kl_from
+    from corekit.run import Run, load_run_model
     from corekit.rundir import RunDir
     from corekit.spec import load_spec, spec_to_dict
     from corekit.weights import save_weights
 
     say = progress or (lambda message: None)
-    registry = registry or get_registry()
-    run = RunDir(Path(run_dir))
-    if not run.spec.is_file() or not (run.path / "model.safetensors").is_file():
-        raise CorekitError(f"{run.path} is not a trained run (no spec.toml or model.safetensors); train it first")
+    opened = Run.open(run_dir, registry)
+    registry, run, spec = opened.registry, opened.dir, opened.spec
     out = Path(out)
     check_out(out, run.path)
-    spec = load_spec(run.spec, registry=registry)
-    tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
     # a run fine-tuned with an unmerged adapter is compressed as the plain model it stands for
-    source = SourceRun(run, plain_spec(spec), registry, tokenizer, stored_spec=spec)
+    source = SourceRun.of(opened)
     compressor = registry.build("compressor", params)
     compressor.check(source)
 

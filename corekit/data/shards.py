@@ -20,13 +20,14 @@ import json
 import multiprocessing
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from corekit.data.sources import CleanStats, clean_documents, raw_documents, source_fingerprint, split_of
+from corekit.data.sources import CleanStats, clean_documents, plan_split, raw_documents, source_fingerprint
 from corekit.errors import CorekitError
 from corekit.io import atomic_write_bytes, atomic_write_text, file_sha256
 
@@ -172,6 +173,7 @@ def prepare_shards(
         result = prepare_shards(staging, data, tokenizer, tokenizer_sha256, workers=workers, on_progress=on_progress)
         _swap(staging, data_dir)
         return result
+    plan = plan_split(data)  # before writing anything: a one-document corpus is refused here
     data_dir.mkdir(parents=True, exist_ok=True)
     for leftover in data_dir.glob(".*.tmp"):  # an atomic write killed before its rename
         leftover.unlink()
@@ -233,8 +235,8 @@ def prepare_shards(
 
     def batches() -> Iterator[list[tuple[str, int, str, str]]]:
         batch: list[tuple[str, int, str, str]] = []
-        for doc in clean_documents(raw_documents(data), data, stats):
-            split = split_of(doc.text, data.val_fraction)
+        for index, doc in enumerate(clean_documents(raw_documents(data), data, stats)):
+            split = plan.split(index, doc.text)
             i, counts[split] = counts[split], counts[split] + 1
             if needed(split, i):
                 batch.append((split, i, doc.text, doc.origin))
@@ -311,6 +313,9 @@ def prepare_shards(
         if stale.name not in listed:
             stale.unlink()
     manifest["complete"] = True
+    manifest["notes"] = [plan.note] if plan.note else []
+    if plan.note:
+        warnings.warn(f"data: {plan.note}", stacklevel=2)
     manifest["stats"] = stats.as_dict() | {
         split: {"documents": counts[split], "tokens": sum(e["tokens"] for e in manifest["shards"][split]),
                 "shards": len(manifest["shards"][split])}

@@ -12,7 +12,9 @@ corpus and hundreds of gigabytes:
 
 Cleaning (all on by default, counted in :class:`CleanStats`): Unicode NFC normalisation,
 exact de-duplication by content hash, and a minimum length. Each document goes to train
-or val by a hash of its text, so the split is deterministic and stable as a corpus grows.
+or val by a hash of its text, so the split is deterministic and stable as a corpus grows;
+a corpus so small that every hash falls in one split gives one document to the other
+(:class:`SplitPlan`), so that two documents are enough to train.
 """
 
 from __future__ import annotations
@@ -201,14 +203,83 @@ def clean_documents(docs: Iterator[Document], data: DataSpec, stats: CleanStats)
             return
 
 
+def _bucket(text: str) -> float:
+    """A uniform number in [0, 1) from a hash of ``text``."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") / 2**64
+
+
 def split_of(text: str, val_fraction: float) -> str:
     """``'val'`` or ``'train'``, from a hash of the text: deterministic, by document."""
-    bucket = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-    return "val" if bucket / 2**64 < val_fraction else "train"
+    return "val" if _bucket(text) < val_fraction else "train"
 
 
-def split_documents(data: DataSpec, split: str, stats: CleanStats | None = None) -> Iterator[str]:
-    """Texts of one split's cleaned documents, in corpus order."""
-    for doc in clean_documents(raw_documents(data), data, stats or CleanStats()):
-        if split_of(doc.text, data.val_fraction) == split:
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which split each cleaned document goes to.
+
+    By a hash of its text (:func:`split_of`), except in a corpus so small that the hashes put
+    every document in one split: then the document whose hash is closest to the other split
+    (the ``moved``-th cleaned document) goes there instead, so both splits have one.
+    """
+
+    val_fraction: float
+    moved: int | None = None
+    note: str | None = None
+
+    def split(self, index: int, text: str) -> str:
+        """The split of the ``index``-th cleaned document, whose text is ``text``."""
+        split = split_of(text, self.val_fraction)
+        if index == self.moved:
+            return "train" if split == "val" else "val"
+        return split
+
+
+def plan_split(data: DataSpec) -> SplitPlan:
+    """The :class:`SplitPlan` of the ``[data]`` corpus.
+
+    Reads cleaned documents until both splits have one (about ``1 / val_fraction`` documents
+    for a typical corpus); only a corpus whose documents all hash to one split is read whole.
+
+    Raises:
+        CorekitError: the corpus has exactly one document, which cannot make two splits.
+    """
+    seen = {"train": 0, "val": 0}
+    # (hash bucket, index, origin) of the train document nearest to val and the other way round
+    nearest_val: tuple[float, int, str] | None = None
+    nearest_train: tuple[float, int, str] | None = None
+    stats = CleanStats()
+    for i, doc in enumerate(clean_documents(raw_documents(data), data, stats)):
+        bucket = _bucket(doc.text)
+        seen["val" if bucket < data.val_fraction else "train"] += 1
+        if seen["train"] and seen["val"]:
+            return SplitPlan(data.val_fraction)
+        if bucket >= data.val_fraction and (nearest_val is None or bucket < nearest_val[0]):
+            nearest_val = (bucket, i, doc.origin)
+        if bucket < data.val_fraction and (nearest_train is None or bucket > nearest_train[0]):
+            nearest_train = (bucket, i, doc.origin)
+    count = stats.documents_out
+    if count == 0:
+        return SplitPlan(data.val_fraction)  # the stages name the empty corpus themselves
+    if count == 1:
+        raise CorekitError(
+            f"the corpus has 1 document after cleaning ({stats.documents_in} read, {stats.too_short} shorter than "
+            f"data.min_chars={data.min_chars}, {stats.duplicates} duplicates); training needs at least 2, one to "
+            f"train on and one held out for validation (data.val_fraction={data.val_fraction}). Add documents, or "
+            "cut a large text file into several with a smaller data.max_document_bytes"
+        )
+    empty, (_, index, origin) = ("val", nearest_val) if seen["val"] == 0 else ("train", nearest_train)
+    note = (
+        f"the {empty} split would be empty: all {count} documents hash to the other one at "
+        f"data.val_fraction={data.val_fraction}, so the one nearest by hash ({origin}) was moved to {empty}"
+    )
+    return SplitPlan(data.val_fraction, index, note)
+
+
+def split_documents(
+    data: DataSpec, split: str, stats: CleanStats | None = None, plan: SplitPlan | None = None
+) -> Iterator[str]:
+    """Texts of one split's cleaned documents, in corpus order (``plan`` defaults to :func:`plan_split`)."""
+    plan = plan or plan_split(data)
+    for i, doc in enumerate(clean_documents(raw_documents(data), data, stats or CleanStats())):
+        if plan.split(i, doc.text) == split:
             yield doc.text

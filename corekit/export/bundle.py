@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from corekit.assemble import build_tokenizer
 from corekit.edge.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -115,29 +114,23 @@ def export_run(
             not trace, or its parity check fails (the message gives the figure).
     """
     from corekit import __version__
-    from corekit.assemble import load_plain_model, plain_spec
     from corekit.export.graph import export_graph
     from corekit.export.verify import parity
     from corekit.modules.quantized import dequantized_copy, quantized_modules
-    from corekit.plugins import get_registry
-    from corekit.rundir import RunDir
-    from corekit.spec import load_spec, spec_to_dict
+    from corekit.run import Run
+    from corekit.spec import spec_to_dict
 
     say = progress or (lambda message: None)
     if quantize not in ("none", "int8"):
         raise CorekitError(f"quantize must be 'none' or 'int8', got {quantize!r}")
-    run = RunDir(Path(run_dir))
-    weights = run.path / "model.safetensors"
-    if not weights.is_file():
-        raise CorekitError(f"{run.path} has no model.safetensors; train it first (corekit train)")
+    run = Run.open(run_dir, registry)
+    registry, weights = run.registry, run.weights
     out = Path(out)
     check_out(out)
-    registry = registry or get_registry()
-    spec = load_spec(run.spec, registry=registry)
-    tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
+    tokenizer = run.tokenizer
     tokenizer_json = tokenizer.edge_json()
-    model = load_plain_model(spec, weights, registry).eval()  # an adapter folded in: a plain, faster graph
-    spec = plain_spec(spec)
+    model = run.plain_model().eval()  # an adapter folded in: a plain, faster graph
+    spec = run.plain_spec
     ft = spec.finetune
     classifier = ({"kind": "classify", "labels": list(ft.labels), "pooling": ft.pooling,
                    "max_length": ft.max_length or spec.model.context_length}

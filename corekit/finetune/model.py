@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ADAPTER_FILE = "adapter.safetensors"
 
 
 class ClassifierHead(nn.Module):

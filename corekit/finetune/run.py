@@ -41,7 +41,7 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
         CorekitError: a base run that is missing, untrained, quantized or a classifier.
     """
     from corekit.plugins import get_registry
-    from corekit.rundir import RunDir
+    from corekit.run import Run
     from corekit.spec import apply_overrides, load_spec, read_spec_file
 
     registry = registry or get_registry()
@@ -57,11 +57,13 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
     if not isinstance(ft.get("base"), str):
         raise _located(SpecError([SpecIssue("finetune.base", "required: the trained run directory to start from")], label),
                        spec_file)
-    base = RunDir(Path(ft["base"]))
-    if not base.spec.is_file() or not (base.path / "model.safetensors").is_file():
-        raise CorekitError(f"finetune.base = {ft['base']!r}: {base.path} is not a trained run (it needs spec.toml and "
-                           "model.safetensors); train it first (corekit train / corekit run)")
-    base_spec = load_spec(base.spec, registry=registry)
+    try:
+        opened = Run.open(ft["base"], registry)
+    except SpecError:
+        raise
+    except CorekitError as exc:
+        raise CorekitError(f"finetune.base = {ft['base']!r}: {exc}") from None
+    base, base_spec = opened.dir, opened.spec
     stored = base.stored_spec() or {}
     merged = {k: v for k, v in stored.items() if k not in ("compress", "finetune", "export")}
     merged["train"] = _merge(stored.get("train", {}), data.get("train", {}))
@@ -132,6 +134,7 @@ def prepare(spec, base, base_spec, registry) -> Prepared:
     from corekit.finetune import data as fd
     from corekit.finetune.tasks import encode_segments
     from corekit.finetune.template import TemplateError
+    from corekit.run import Run
     from corekit.spec import padded_vocab
 
     ft = spec.finetune
@@ -160,7 +163,7 @@ def prepare(spec, base, base_spec, registry) -> Prepared:
         return p
 
     p.template = registry.build("template", ft.template)
-    known = build_tokenizer(base_spec, registry).load(base.tokenizer)
+    known = Run(base, base_spec, registry).tokenizer
     p.old_vocab = known.vocab_size
     missing = [t for t in p.template.special_tokens if t not in known.special_tokens]
     spec.tokenizer = spec.tokenizer.model_copy(update={"added_tokens": [*base_spec.tokenizer.added_tokens, *missing]})
@@ -218,11 +221,11 @@ class Setup:
 
 def build_model(p: Prepared, registry) -> Setup:
     """The base model, merged if the base had an adapter, grown, headed and adapted/frozen."""
-    from corekit.assemble import load_plain_model
     from corekit.finetune import model as fm
+    from corekit.run import Run
 
     ft = p.spec.finetune
-    model = load_plain_model(p.base_spec, p.base.path / "model.safetensors", registry)
+    model = Run(p.base, p.base_spec, registry).plain_model()
     setup = Setup(model)
     fm.resize_vocab(model, p.spec.model.vocab_size)
     if ft.task == "classify":

@@ -10,19 +10,10 @@ from corekit.errors import CorekitError
 
 def load_run(run_dir: str | Path, registry=None):
     """``(spec, tokenizer, model)`` of a trained run directory, the model in eval mode."""
-    from corekit.assemble import build_tokenizer, load_run_model
-    from corekit.plugins import get_registry
-    from corekit.rundir import RunDir
-    from corekit.spec import load_spec
+    from corekit.run import Run
 
-    registry = registry or get_registry()
-    run = RunDir(Path(run_dir))
-    weights = run.path / "model.safetensors"
-    if not run.spec.is_file() or not weights.is_file():
-        raise CorekitError(f"{run.path} is not a trained run (it needs spec.toml and model.safetensors)")
-    spec = load_spec(run.spec, registry=registry)
-    tokenizer = build_tokenizer(spec, registry).load(run.tokenizer)
-    return spec, tokenizer, load_run_model(spec, weights, registry).eval()
+    run = Run.open(run_dir, registry)
+    return run.spec, run.tokenizer, run.model().eval()
 
 
 def classify_texts(spec, tokenizer, model, texts: Sequence[str]) -> list[dict]:

@@ -81,11 +81,9 @@ def measure(p: Prepared, setup: Setup, reference=None) -> dict[str, Any]:
 
 def _fit(p: Prepared, setup: Setup, registry, work: Path, progress: bool, reference=None) -> tuple[dict[str, float], int]:
     import lightning as L
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
     from corekit.train.curves import refresh
-    from corekit.train.fit import trainer_settings
+    from corekit.train.trainer import make_trainer
 
     t = p.spec.train
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -93,12 +91,10 @@ def _fit(p: Prepared, setup: Setup, registry, work: Path, progress: bool, refere
     task = _task(p, setup, registry, reference)
     setup.model.train()  # measuring left it in eval mode
     epochs = -(-t.max_steps * t.accumulate // max(len(train), 1))  # for the progress bar's "epoch k/n"
-    trainer = L.Trainer(
-        **trainer_settings(t), max_epochs=epochs, val_check_interval=min(t.eval_every, t.max_steps) * t.accumulate,
-        check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=max(1, min(t.log_every, t.max_steps, len(train))),
-        logger=CSVLogger(work, name="logs", flush_logs_every_n_steps=t.log_every), enable_checkpointing=False,
-        callbacks=[RichProgressBar(leave=True)] if progress else [], enable_progress_bar=progress,
-        enable_model_summary=False,
+    trainer = make_trainer(
+        p.spec, registry, root_dir=work, log_dir=work, progress=progress, max_epochs=epochs,
+        val_check_interval=min(t.eval_every, t.max_steps) * t.accumulate, check_val_every_n_epoch=None,
+        log_every_n_steps=max(1, min(t.log_every, t.max_steps, len(train))),
     )
     trainer.fit(task, train_dataloaders=train, val_dataloaders=val)
     refresh(trainer, work)
@@ -131,8 +127,7 @@ def finetune(
     """
     import torch
 
-    from corekit.assemble import unmerged_adapter
-    from corekit.finetune.model import ADAPTER_FILE
+    from corekit.run import ADAPTER_FILE, unmerged_adapter
     from corekit.plugins import get_registry
     from corekit.rundir import RunDir
     from corekit.weights import save_weights
@@ -216,7 +211,7 @@ def _check_reload(model, spec, weights: Path, registry, ids: list[int]) -> None:
     checked on ``ids`` (which should include any new tokens' ids)."""
     import torch
 
-    from corekit.assemble import load_run_model
+    from corekit.run import load_run_model
 
     probe = torch.tensor([ids])
     reloaded = load_run_model(spec, weights, registry).eval()
@@ -235,25 +230,21 @@ def _probe_ids(vocab_size: int, new_ids: tuple[int, int] | None) -> list[int]:
 def merge_run(run_dir: str | Path, out: str | Path | None = None, registry=None) -> Path:
     """Fold the adapter of a run fine-tuned with one into its weights: a plain run at ``out``
     (default ``RUN-merged``) that export and compressors take like any other."""
-    from corekit.assemble import unmerged_adapter
-    from corekit.finetune.serve import load_run
-    from corekit.plugins import get_registry
     from corekit.rundir import RunDir
+    from corekit.run import Run, unmerged_adapter
     from corekit.weights import save_weights
 
-    registry = registry or get_registry()
-    run = RunDir(Path(run_dir))
-    spec, tokenizer, model = load_run(run.path, registry)
-    if not unmerged_adapter(spec):
+    run = Run.open(run_dir, registry)
+    registry, tokenizer = run.registry, run.tokenizer
+    if not unmerged_adapter(run.spec):
         raise CorekitError(f"{run.path} has no unmerged adapter to fold in (it is already a plain run)")
     out = Path(out) if out is not None else run.path.with_name(run.path.name + "-merged")
     if out.exists() and out.resolve() == run.path.resolve():
         raise CorekitError(f"--run-dir {out} is the run being merged; give a new directory")
     check_replaceable(out, REPORT, "a fine-tuned run")
-    model = registry.build("adapter", spec.finetune.adapter).merge(model).eval()
-    spec.finetune.merged = True
+    model, spec = run.plain_model().eval(), run.plain_spec
     with staged_dir(out) as tmp:
-        RunDir(tmp).derive(spec, run)
+        RunDir(tmp).derive(spec, run.dir)
         save_weights(model, spec, registry, tmp / "model.safetensors")
         _check_reload(model, spec, tmp / "model.safetensors", registry,
                       _probe_ids(tokenizer.vocab_size, None) + list(tokenizer.special_tokens.values()))

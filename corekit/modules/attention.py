@@ -9,11 +9,30 @@ every key masked (a left-padding query) gives a finite result instead of NaN.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from corekit.modules.positional import Positional
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """How an attention module lays its heads out in its weights, for plugins that act on whole
+    heads (structured pruning). An attention module offers it as ``head_layout()``.
+
+    The fused input projection ``qkv`` (a submodule name, relative to the attention module) has
+    rows ``[query heads | key heads | value heads]``, ``head_dim`` rows per head; the output
+    projection ``out`` has one block of ``head_dim`` input columns per query head, and query head
+    ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.
+    """
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    qkv: str = "qkv"
+    out: str = "out"
 
 
 class AttnBatch:

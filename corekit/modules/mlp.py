@@ -1,25 +1,26 @@
-"""The position-wise feed-forward network, with a plain or gated activation.
+"""What a feed-forward module tells plugins that act on its hidden units (structured pruning).
 
-Gated activations (GLU variants, Shazeer 2020, arXiv:2002.05202) take an input projection
-of twice the hidden width: the first half is the gate, the second the value.
+The feed-forward block itself is a plugin (kind ``feedforward``; the dense MLP is
+``corekit_plugins.feedforward``); this module holds only the interface the core and other
+plugins read from it.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from dataclasses import dataclass
 
 
-class MLP(nn.Module):
-    """``down(act(up(x)))``, where a gated ``act`` halves the width it receives."""
+@dataclass(frozen=True)
+class HiddenUnits:
+    """How a feed-forward module lays its hidden units out in its weights; a module offers it as
+    ``hidden_units()``.
 
-    def __init__(self, d_model: int, hidden_dim: int, activation: nn.Module, gated: bool, bias: bool) -> None:
-        super().__init__()
-        self.up = nn.Linear(d_model, hidden_dim * (2 if gated else 1), bias=bias)
-        self.act = activation
-        self.down = nn.Linear(hidden_dim, d_model, bias=bias)
-        self.down.residual_projection = True  # scaled init (GPT-2)
+    The input projection ``up`` (a submodule name, relative to the feed-forward module) has one
+    row per hidden unit, or, when ``gated``, two halves ``[gate | value]`` of ``hidden_dim`` rows;
+    the output projection ``down`` has one input column per hidden unit.
+    """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, d_model) -> (B, T, hidden[*2]) -> (B, T, hidden) -> (B, T, d_model)
-        return self.down(self.act(self.up(x)))
+    hidden_dim: int
+    gated: bool
+    up: str = "up"
+    down: str = "down"

@@ -16,6 +16,7 @@ import torch
 
 from corekit.errors import CorekitError
 from corekit.rundir import RunDir, ensure_tokenizer, prepare_data
+from corekit.train.trainer import make_trainer
 
 
 @dataclass
@@ -96,32 +97,17 @@ def with_steps(spec, steps: int):
 def fit_steps(task, data_dir: Path, work_dir: Path, *, progress: bool = True) -> dict[str, float]:
     """Train ``task`` (a :class:`~corekit.train.module.LanguageModelTask` or subclass) for its
     spec's ``train.max_steps`` on the token shards in ``data_dir``, with the spec's hardware,
-    precision and strategy settings and no checkpoints or logs kept: the short trainings that
-    compressors run (recovery fine-tuning, distillation). Returns the last logged metrics."""
+    precision and strategy settings, no validation and no checkpoints, logging into ``work_dir``:
+    the short trainings that compressors run (recovery fine-tuning, distillation). Returns the
+    last logged metrics."""
     import lightning as L
-    from lightning.pytorch.callbacks import RichProgressBar
 
     spec = task.spec
-    t = spec.train
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    trainer = L.Trainer(
-        **trainer_settings(t), logger=False, enable_checkpointing=False, default_root_dir=work_dir,
-        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=t.log_every,
-        callbacks=[RichProgressBar(leave=True)] if progress else [], enable_progress_bar=progress,
-        enable_model_summary=False,
-    )
+    L.seed_everything(spec.train.seed, workers=True, verbose=False)
+    trainer = make_trainer(spec, task.registry, root_dir=work_dir, log_dir=work_dir, progress=progress,
+                           limit_val_batches=0)
     trainer.fit(task, datamodule=_datamodule(spec, data_dir))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
-
-
-def trainer_settings(t) -> dict[str, Any]:
-    """The ``Trainer`` arguments a ``[train]`` section sets: hardware, strategy, precision and
-    the optimisation loop. Shared by :func:`train` and ``benchmarks/train_speed.py``."""
-    return dict(
-        accelerator="auto", strategy=t.strategy, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
-        max_steps=t.max_steps, accumulate_grad_batches=t.accumulate, gradient_clip_val=t.grad_clip or None,
-        deterministic=not torch.cuda.is_available(),  # bit-reproducible runs on CPU
-    )
 
 
 def train(
@@ -136,8 +122,7 @@ def train(
 ) -> TrainResult:
     """Train the spec's model in ``run``; returns the final weights path and metrics."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from corekit.assemble import build_model
     from corekit.train.curves import CurvesCallback, refresh
@@ -160,22 +145,17 @@ def train(
     model = build_model(spec, registry)
     task = LanguageModelTask(model, spec, registry)
     data = _datamodule(spec, run.data)
-    kwargs: dict[str, Any] = dict(
-        **trainer_settings(t),
-        val_check_interval=t.eval_every * t.accumulate, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        log_every_n_steps=t.log_every,
-        logger=CSVLogger(run.path, name="logs", flush_logs_every_n_steps=t.log_every),  # one version per session
-        callbacks=[ModelCheckpoint(dirpath=run.path / "checkpoints", filename="{step}", save_last=True,
-                                   save_top_k=-1, every_n_train_steps=t.checkpoint_every),
-                   CurvesCallback(run.path), RichProgressBar(leave=True),
-                   SampleCallback(tokenizer, _sample_prompt(run.data, spec.model.context_length), run.path / "samples.txt",
-                                  seed=t.seed)],
-        enable_progress_bar=progress, enable_model_summary=False,
+    callbacks = [
+        ModelCheckpoint(dirpath=run.path / "checkpoints", filename="{step}", save_last=True, save_top_k=-1,
+                        every_n_train_steps=t.checkpoint_every),
+        CurvesCallback(run.path),
+        SampleCallback(tokenizer, _sample_prompt(run.data, spec.model.context_length), run.path / "samples.txt",
+                       seed=t.seed),
+    ]
+    trainer = make_trainer(
+        spec, registry, root_dir=run.path, log_dir=run.path, progress=progress, callbacks=callbacks,
+        val_check_interval=t.eval_every * t.accumulate, check_val_every_n_epoch=None, **(trainer_kwargs or {}),
     )
-    if registry.plugin_manager is not None:  # plugins' callbacks (the corekit_trainer_callbacks hook)
-        kwargs["callbacks"] += [cb for cbs in registry.plugin_manager.hook.corekit_trainer_callbacks(spec=spec) for cb in cbs]
-    kwargs.update(trainer_kwargs or {})
-    trainer = L.Trainer(**kwargs)
     trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)
     trainer.validate(task, datamodule=data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

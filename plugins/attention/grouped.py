@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from corekit.modules.attention import AttnBatch
+from corekit.modules.attention import AttnBatch, HeadLayout
 from corekit.modules.kv_cache import LayerCache
 from corekit.params import AttentionParams, ModelContext
 
@@ -41,6 +41,10 @@ class GroupedQueryAttention(nn.Module):
         self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
         self.out.residual_projection = True
         self.kernel = kernel
+
+    def head_layout(self) -> HeadLayout:
+        """Where each head's weights are: rows of the fused ``qkv``, columns of ``out``."""
+        return HeadLayout(self.n_heads, self.n_kv_heads, self.head_dim, qkv="qkv", out="out")
 
     def forward(self, x: torch.Tensor, batch: AttnBatch, cache: LayerCache | None = None) -> torch.Tensor:
         bsz, seq, _ = x.shape

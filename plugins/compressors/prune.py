@@ -136,7 +136,15 @@ def plan_structured(model_spec, params) -> Plan:
     neuron_share = params.neurons if params.neurons is not None else params.sparsity
     hidden = model_spec.mlp.hidden_dim
     return Plan(heads, removed_count(head_share, heads.count), hidden, removed_count(neuron_share, hidden),
-                bool(type(model_spec.mlp.activation).gated))
+                model_spec.mlp.gated)
+
+
+def _parts(block: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    """A block's fused qkv and output projections and its feed-forward up and down projections,
+    as its attention and feed-forward modules lay them out (``head_layout``, ``hidden_units``)."""
+    heads, units = block.attn.head_layout(), block.mlp.hidden_units()
+    return (block.attn.get_submodule(heads.qkv), block.attn.get_submodule(heads.out),
+            block.mlp.get_submodule(units.up), block.mlp.get_submodule(units.down))
 
 
 def pruned_model_spec(model_spec, plan: Plan):
@@ -193,8 +201,9 @@ def activation_importance(model: nn.Module, plan: Plan, batches: Iterable[torch.
 
     handles = []
     for i, block in enumerate(model.blocks):
-        handles.append(block.attn.out.register_forward_pre_hook(on_out(i)))
-        handles.append(block.mlp.down.register_forward_pre_hook(on_down(i)))
+        _, out, _, down = _parts(block)
+        handles.append(out.register_forward_pre_hook(on_out(i)))
+        handles.append(down.register_forward_pre_hook(on_down(i)))
     was_training = model.training
     try:
         model.eval()
@@ -209,7 +218,7 @@ def activation_importance(model: nn.Module, plan: Plan, batches: Iterable[torch.
     if tokens == 0:
         raise CorekitError("prune: no calibration windows were read from the run's train split")
     heads = [s / tokens for s in head_sums]
-    neurons = [s / tokens * b.mlp.down.weight.detach().float().norm(dim=0) for s, b in zip(neuron_sums, model.blocks)]
+    neurons = [s / tokens * _parts(b)[3].weight.detach().float().norm(dim=0) for s, b in zip(neuron_sums, model.blocks)]
     return heads, neurons
 
 
@@ -220,16 +229,17 @@ def magnitude_importance(model: nn.Module, plan: Plan) -> tuple[list[torch.Tenso
     h = plan.heads
     heads, neurons = [], []
     for block in model.blocks:
-        qkv, out = block.attn.qkv.weight.detach().float(), block.attn.out.weight.detach().float()
+        qkv_proj, out_proj, up_proj, down_proj = _parts(block)
+        qkv, out = qkv_proj.weight.detach().float(), out_proj.weight.detach().float()
         scores = []
         for u in range(h.count):
             rows = _qkv_rows(h, [u], own_kv=h.owns_kv)
             cols = _head_cols(h, h.query_heads([u]))
             scores.append(qkv[rows].norm() * out[:, cols].norm())
         heads.append(torch.stack(scores))
-        up = block.mlp.up.weight.detach().float()
+        up = up_proj.weight.detach().float()
         reads = up.view(2, plan.hidden_dim, -1).norm(dim=(0, 2)) if plan.gated else up.norm(dim=1)
-        neurons.append(reads * block.mlp.down.weight.detach().float().norm(dim=0))
+        neurons.append(reads * down_proj.weight.detach().float().norm(dim=0))
     return heads, neurons
 
 
@@ -270,11 +280,11 @@ def prune_structured(model: nn.Module, model_spec, plan: Plan, keep_units: list[
     state = model.state_dict()
     names = {m: n for n, m in model.named_modules()}
     for i, block in enumerate(model.blocks):
-        attn, mlp = names[block.attn], names[block.mlp]
+        qkv, out, up, down = (names[m] for m in _parts(block))
         rows, cols = _qkv_rows(plan.heads, keep_units[i]), _head_cols(plan.heads, plan.heads.query_heads(keep_units[i]))
-        cut = {f"{attn}.qkv.weight": (0, rows), f"{attn}.qkv.bias": (0, rows), f"{attn}.out.weight": (1, cols),
-               f"{mlp}.up.weight": (0, _neuron_rows(plan, keep_neurons[i])),
-               f"{mlp}.up.bias": (0, _neuron_rows(plan, keep_neurons[i])), f"{mlp}.down.weight": (1, keep_neurons[i])}
+        cut = {f"{qkv}.weight": (0, rows), f"{qkv}.bias": (0, rows), f"{out}.weight": (1, cols),
+               f"{up}.weight": (0, _neuron_rows(plan, keep_neurons[i])),
+               f"{up}.bias": (0, _neuron_rows(plan, keep_neurons[i])), f"{down}.weight": (1, keep_neurons[i])}
         for key, (dim, index) in cut.items():
             if key in state:
                 state[key] = state[key].index_select(dim, torch.tensor(index, dtype=torch.long))
@@ -309,18 +319,23 @@ class Prune(Compressor):
             raise CorekitError(f"prune: recover_lr is set but optimizer {spec.train.optimizer.name!r} has no lr field")
         if p.method != "structured":
             return
-        from corekit_plugins.attention.grouped import GroupedQueryAttention
-
-        ctx = spec.model.context()
-        kernel = source.registry.build("attention_kernel", spec.model.attention.kernel, ctx)
-        attn = source.registry.build("attention", spec.model.attention, ctx, kernel)
-        if not isinstance(attn, GroupedQueryAttention):
-            raise CorekitError(f"prune: structured pruning knows the head layout of mha, gqa and mqa; attention "
-                               f"{spec.model.attention.name!r} builds a {type(attn).__name__}. Use method=unstructured")
-        plan = plan_structured(spec.model, p)
-        if plan.remove_units and spec.model.position.name == "alibi":
-            raise CorekitError(f"prune: alibi's per-head slopes depend on the head count ({plan.heads.n_heads}), so "
-                               "removing heads would change the kept heads' attention; set heads=0 to prune neurons only")
+        m, registry = spec.model, source.registry
+        ctx = m.context()
+        attn = registry.build("attention", m.attention, ctx, registry.build("attention_kernel", m.attention.kernel, ctx))
+        if not callable(getattr(attn, "head_layout", None)):
+            raise CorekitError(f"prune: structured pruning removes whole heads, so the attention module must say where "
+                               f"its heads are (head_layout()); attention {m.attention.name!r} builds a "
+                               f"{type(attn).__name__}, which does not. Use method=unstructured")
+        ff = registry.build("feedforward", m.mlp, ctx, registry.build("activation", m.mlp.activation, ctx))
+        if not callable(getattr(ff, "hidden_units", None)):
+            raise CorekitError(f"prune: structured pruning removes hidden units, so the feed-forward module must say "
+                               f"where they are (hidden_units()); feedforward {m.mlp.name!r} builds a "
+                               f"{type(ff).__name__}, which does not. Use method=unstructured")
+        plan = plan_structured(m, p)
+        if plan.remove_units and type(m.position).depends_on_heads:
+            raise CorekitError(f"prune: {m.position.name}'s per-head parameters depend on the head count "
+                               f"({plan.heads.n_heads}), so removing heads would change the kept heads' attention; "
+                               "set heads=0 to prune neurons only")
         if p.importance == "activation" and not source.has_data():
             raise CorekitError(f"prune: importance='activation' scores units on the run's training windows, but "
                                f"{source.data} holds no prepared data; run `corekit data prepare` or set "

@@ -50,7 +50,7 @@ class Quantize(Compressor):
 
     def check(self, source: SourceRun) -> None:
         super().check(source)
-        from corekit.assemble import build_run_model
+        from corekit.run import build_run_model
 
         self._plan(build_run_model(source.spec, source.registry))  # refuses what cannot be packed
 

@@ -1,4 +1,4 @@
-"""Builds of the optimizer plugins, the weight-decay groups they share, and Lion."""
+"""Builds of the optimizer plugins (their weight-decay groups come from :func:`corekit.optim.decay_groups`), and Lion."""
 
 from __future__ import annotations
 
@@ -7,34 +7,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-
-def decay_groups(model: nn.Module, params) -> list[dict[str, Any]]:
-    """Parameters split into a group with ``weight_decay`` and one without.
-
-    Without decay by default: biases and norm weights (parameters with fewer than two
-    dimensions) and embedding tables (``nn.Embedding`` weights, the tied LM head too);
-    ``decay_biases``, ``decay_norms`` and ``decay_embeddings`` move them back.
-    """
-    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    bias_ids = {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        if id(p) in embedding_ids:
-            wants = params.decay_embeddings
-        elif id(p) in bias_ids:
-            wants = params.decay_biases
-        elif p.ndim < 2:
-            wants = params.decay_norms
-        else:
-            wants = True
-        (decay if wants else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": params.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+from corekit.optim import decay_groups
 
 
 def _fused_ok(model: nn.Module) -> bool:

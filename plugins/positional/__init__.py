@@ -4,23 +4,23 @@ arXiv:2108.12409) and ``none`` (no positional information; causal masking alone)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveFloat
 
 from corekit import hookimpl
-from corekit.params import ModelContext, Params
+from corekit.params import ModelContext, PositionalParams
 
 BUILD = "corekit_plugins.positional.schemes:"
 
 
-class LearnedParams(Params):
+class LearnedParams(PositionalParams):
     """A learned embedding per position, added to the token embeddings (GPT-2)."""
 
     name: Literal["learned"] = "learned"
 
 
-class SinusoidalParams(Params):
+class SinusoidalParams(PositionalParams):
     """Fixed sine/cosine embeddings added to the token embeddings (original transformer)."""
 
     name: Literal["sinusoidal"] = "sinusoidal"
@@ -31,7 +31,7 @@ class SinusoidalParams(Params):
             yield "name", f"sinusoidal embeddings need an even d_model, got d_model={ctx.d_model}"
 
 
-class RoPEParams(Params):
+class RoPEParams(PositionalParams):
     """Rotary embeddings: rotate query/key pairs by a position-dependent angle (Llama)."""
 
     name: Literal["rope"] = "rope"
@@ -45,13 +45,15 @@ class RoPEParams(Params):
             )
 
 
-class ALiBiParams(Params):
+class ALiBiParams(PositionalParams):
     """Attention with linear biases: a per-head penalty proportional to distance."""
 
     name: Literal["alibi"] = "alibi"
+    #: one slope per head: removing heads would change the slopes of the heads kept
+    depends_on_heads: ClassVar[bool] = True
 
 
-class NoPositionParams(Params):
+class NoPositionParams(PositionalParams):
     """No positional information (NoPE): the causal mask alone orders the tokens."""
 
     name: Literal["none"] = "none"

@@ -430,11 +430,15 @@ def test_an_empty_corpus_is_refused_before_training_a_tokenizer(registry, tmp_pa
     assert not run.tokenizer.exists()
 
 
-def test_an_empty_val_split_is_an_error(registry, tmp_path):
+def test_a_val_split_the_hashes_leave_empty_gets_one_document(registry, tmp_path):
+    """Three documents that all hash to train at val_fraction=0.001: one moves to val, with a note."""
     corpus = write_corpus(tmp_path / "corpus", 3)
     spec = make_spec(registry, corpus, "bytes", val_fraction=0.001)
-    with pytest.raises(CorekitError, match="val_fraction"):
-        stage(spec, tmp_path / "run", registry)
+    with pytest.warns(UserWarning, match="val split would be empty"):
+        _, result, _ = stage(spec, tmp_path / "run", registry)
+    stats = result.manifest["stats"]
+    assert (stats["train"]["documents"], stats["val"]["documents"]) == (2, 1)
+    assert any("moved to val" in note for note in result.manifest["notes"])
 
 
 def test_a_tokenizer_without_endoftext_is_refused_at_prepare(registry, tmp_path):

@@ -23,15 +23,10 @@ PROMPTS = ["one two", "def three_four(x):\n", "nine", "x + 1"]
 
 
 def torch_model_and_tokenizer(run):
-    from corekit.cli.run_cmd import _model_of
-    from corekit.plugins import get_registry
-    from corekit.rundir import RunDir
-    from corekit.spec import load_spec
+    from corekit.run import Run
 
-    registry = get_registry()
-    spec = load_spec(run / "spec.toml", registry=registry)
-    tokenizer = registry.build("tokenizer", spec.tokenizer).load(run / "tokenizer.json")
-    return _model_of(spec, registry, RunDir(run), 0).eval(), tokenizer
+    opened = Run.open(run)
+    return opened.model().eval(), opened.tokenizer
 
 
 @pytest.mark.slow

@@ -71,15 +71,11 @@ def test_int8_bundle_is_smaller_keeps_perplexity_and_cache_agrees(bundle_int8, b
 
 
 def test_int8_perplexity_agrees_with_pytorch_for_fp32(bundle_int8, trained_run):
-    from corekit.cli.run_cmd import _model_of
-    from corekit.plugins import get_registry
-    from corekit.rundir import RunDir
-    from corekit.spec import load_spec
+    from corekit.run import Run
     from corekit.train.evaluate import perplexity, validation_loss
 
-    registry = get_registry()
-    spec = load_spec(trained_run / "spec.toml", registry=registry)
-    model = _model_of(spec, registry, RunDir(trained_run), 0)
+    run = Run.open(trained_run)
+    spec, model = run.spec, run.model()
     ppl = perplexity(validation_loss(model, trained_run / "data", spec.model.context_length, max_windows=32))
     assert bundle_int8.perplexity["float32"] == pytest.approx(ppl, rel=1e-4)
 

@@ -190,7 +190,7 @@ def test_lora_learns_and_saves_only_the_adapter(lora, trained_run):
 
 
 def test_lora_merge_gives_the_same_model(lora, capsys):
-    from corekit.assemble import unmerged_adapter
+    from corekit.run import unmerged_adapter
     from corekit.finetune.serve import load_run
     from corekit.plugins import get_registry
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from helpers import run_cli, tiny_model
 
-from corekit.assemble import load_run_model
+from corekit.run import load_run_model
 from corekit.compress.run import REPORT, compress_run, compressor_params
 from corekit.errors import CorekitError, SpecError
 from corekit.modules.quantized import (

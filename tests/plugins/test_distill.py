@@ -283,7 +283,8 @@ def stdlib_teacher(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_distilled_student_beats_the_same_student_trained_from_scratch(registry, stdlib_teacher, tmp_path):
-    from corekit.assemble import build_model, load_run_model
+    from corekit.assemble import build_model
+    from corekit.run import load_run_model
     from corekit.train.evaluate import validation_loss
     from corekit.train.fit import fit_steps
     from corekit.train.module import LanguageModelTask

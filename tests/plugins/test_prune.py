@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import attention, model_section, run_cli, tiny_model
 
-from corekit.assemble import load_run_model
+from corekit.run import load_run_model
 from corekit.compress.base import SourceRun
 from corekit.compress.run import compress_run, compressor_params
 from corekit.errors import CorekitError, SpecError
@@ -167,6 +167,47 @@ def test_structured_refuses_a_third_party_attention(tmp_path):
     with pytest.raises(CorekitError, match="ToyAttention.*method=unstructured"):
         registry.build("compressor", prune(registry, "method='structured'", "importance='magnitude'")).check(source)
     registry.build("compressor", prune(registry)).check(source)  # unstructured prunes any Linear
+
+
+def test_structured_asks_the_components_not_their_class_names(tmp_path):
+    """Structured pruning takes any attention that says where its heads are (head_layout) and any
+    feed-forward block that says where its units are (hidden_units), and refuses head removal for
+    any positional scheme whose parameters depend on the head count."""
+    from typing import ClassVar, Literal
+
+    from torch import nn
+
+    from corekit.modules.attention import HeadLayout
+    from corekit.modules.positional import Positional
+    from corekit.params import AttentionParams, PositionalParams
+    from corekit.plugins import load_registry
+
+    class LaidOutParams(AttentionParams):
+        name: Literal["laidout"] = "laidout"
+
+    class LaidOut(nn.Module):  # not the built-in attention class
+        def __init__(self, ctx):
+            super().__init__()
+            self.fused = nn.Linear(ctx.d_model, 3 * ctx.d_model)
+            self.proj = nn.Linear(ctx.d_model, ctx.d_model)
+            self.layout = HeadLayout(ctx.n_heads, ctx.n_heads, ctx.head_dim, qkv="fused", out="proj")
+
+        def head_layout(self):
+            return self.layout
+
+    class PerHeadParams(PositionalParams):
+        name: Literal["perhead"] = "perhead"
+        depends_on_heads: ClassVar[bool] = True
+
+    registry = load_registry(autoload=False)
+    registry.add("attention", LaidOutParams, lambda params, ctx, kernel: LaidOut(ctx))
+    registry.add("positional", PerHeadParams, lambda params, ctx: Positional())
+    structured = prune(registry, "method='structured'", "importance='magnitude'")
+    laid_out = source_of(registry, tmp_path, model_section(attention={"name": "laidout", "n_heads": 4}))
+    registry.build("compressor", structured).check(laid_out)  # accepted: it says where its heads are
+    per_head = source_of(registry, tmp_path, model_section(position="perhead"))
+    with pytest.raises(CorekitError, match="perhead's per-head parameters.*heads=0"):
+        registry.build("compressor", structured).check(per_head)
 
 
 def test_structured_refuses_alibi_head_removal(registry, tmp_path):

@@ -1,12 +1,16 @@
 """An example third-party corekit plugin, installed through the entry-point group ``corekit``.
 
-It adds two components of two kinds:
+It adds three components of three kinds:
 
 - norm ``scalenorm``: ScaleNorm (Nguyen & Salazar 2019, "Transformers without Tears",
   arXiv:1910.05895), ``g * x / max(||x||_2, eps)`` with one learned scalar ``g``
   initialised to ``sqrt(d_model)``;
 - activation ``squared_relu``: ``relu(x) ** 2`` (So et al. 2021, "Primer",
-  arXiv:2109.08668).
+  arXiv:2109.08668);
+- feedforward ``moe``: a mixture of experts, each a dense MLP, with a learned router that
+  sends every token to its ``top_k`` experts and mixes their outputs with the softmax of the
+  chosen router logits (Shazeer et al. 2017, arXiv:1701.06538; Mixtral, Jiang et al. 2024,
+  arXiv:2401.04088).
 
 This module only defines the Params models and the hook, so listing plugins stays cheap:
 torch is imported by the build functions, through :mod:`corekit_example_plugin.modules`.
@@ -16,10 +20,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import PositiveFloat
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from corekit import hookimpl
-from corekit.params import ActivationParams, ModelContext, Params
+from corekit.params import ActivationParams, FeedForwardParams, ModelContext, Params
 
 __version__ = "0.1.0"
 
@@ -37,6 +41,18 @@ class SquaredReLUParams(ActivationParams):
     name: Literal["squared_relu"] = "squared_relu"
 
 
+class MoEParams(FeedForwardParams):
+    """Mixture of experts: a router sends each token to its top_k of n_experts dense MLPs."""
+
+    name: Literal["moe"] = "moe"
+    n_experts: PositiveInt = Field(4, description="experts per block")
+    top_k: PositiveInt = Field(2, description="experts each token is sent to")
+
+    def check(self, ctx: ModelContext):
+        if self.top_k > self.n_experts:
+            yield "top_k", f"top_k={self.top_k} is more than n_experts={self.n_experts}"
+
+
 def build_scalenorm(params: ScaleNormParams, ctx: ModelContext):
     from corekit_example_plugin.modules import ScaleNorm
 
@@ -49,7 +65,15 @@ def build_squared_relu(params: SquaredReLUParams, ctx: ModelContext):
     return SquaredReLU()
 
 
+def build_moe(params: MoEParams, ctx: ModelContext, activation):
+    from corekit_example_plugin.modules import MixtureOfExperts
+
+    return MixtureOfExperts(ctx.d_model, params.hidden_dim, params.n_experts, params.top_k, activation,
+                            gated=params.gated, bias=ctx.bias)
+
+
 @hookimpl
 def corekit_register_components(registry):
     registry.add("norm", ScaleNormParams, build_scalenorm)
     registry.add("activation", SquaredReLUParams, build_squared_relu)
+    registry.add("feedforward", MoEParams, build_moe)

@@ -37,3 +37,44 @@ class SquaredReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (..., hidden)
         return torch.square(torch.relu(x))
+
+
+class MixtureOfExperts(nn.Module):
+    """Top-k routed experts (Shazeer et al. 2017, arXiv:1701.06538).
+
+    Each token's router logits pick its ``top_k`` experts; their outputs are mixed with the
+    softmax of those logits alone. Every expert runs on every token and the unchosen ones get
+    weight 0: simple, exportable to ONNX, and fine for small models (a large one would dispatch
+    tokens to experts instead).
+
+    Args:
+        d_model: width of the residual stream.
+        hidden_dim: hidden width of each expert.
+        n_experts: number of experts.
+        top_k: experts each token is sent to.
+        activation: the built activation module (shared: activations hold no weights).
+        gated: whether ``activation`` takes twice the hidden width (SwiGLU, say).
+        bias: biases in the linear layers.
+    """
+
+    def __init__(self, d_model: int, hidden_dim: int, n_experts: int, top_k: int, activation: nn.Module,
+                 *, gated: bool = False, bias: bool = False) -> None:
+        super().__init__()
+        self.top_k = top_k
+        self.router = nn.Linear(d_model, n_experts, bias=False)
+        self.up = nn.ModuleList(nn.Linear(d_model, hidden_dim * (2 if gated else 1), bias=bias) for _ in range(n_experts))
+        self.down = nn.ModuleList(nn.Linear(hidden_dim, d_model, bias=bias) for _ in range(n_experts))
+        for down in self.down:
+            down.residual_projection = True  # corekit's scaled init of projections into the residual stream
+        self.act = activation
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """Each token's weight on each expert, (B, T, n_experts); zero outside its top_k."""
+        logits = self.router(x)  # (B, T, E)
+        top, index = logits.topk(self.top_k, dim=-1)  # (B, T, k)
+        return torch.zeros_like(logits).scatter(-1, index, torch.softmax(top, dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = self.gates(x)  # (B, T, E)
+        outs = torch.stack([down(self.act(up(x))) for up, down in zip(self.up, self.down)], dim=-1)  # (B, T, d, E)
+        return (outs * gates.unsqueeze(-2)).sum(-1)  # (B, T, d)
