@@ -240,7 +240,8 @@ def time_decoding(variants: dict, vocab: int, args, rounds: int, new: int, regis
     from corekit.spec import load_spec
 
     torch_models = {k: load_run_model(load_spec(v["run"] / "spec.toml", registry=registry),
-                                      v["run"] / "model.safetensors", registry).eval() for k, v in variants.items() if "run" in v}
+                                      v["run"] / "model.safetensors", registry).eval()
+                    for k, v in variants.items() if "run" in v}
     edges = {k: EdgeModel(v["bundle"], threads=args.threads) for k, v in variants.items() if "bundle" in v}
     ids = torch.randint(vocab, (1, args.prompt), generator=torch.Generator().manual_seed(0))  # decode_speed's prompt
     prompt = ids[0].tolist()
@@ -294,7 +295,8 @@ def rows(shape: str, variants: dict, timing: dict) -> list[dict]:
             "nonzero_parameters": fig["nonzero_parameters"], "weight_bytes": fig["weight_bytes"],
             "of_fp32": fig["weight_bytes"] / fp32["weight_bytes"], "val_perplexity": fig.get("val_perplexity"),
             "kl_from_fp32": v["report"].get("kl_from_source") if "report" in v else None,
-            "torch_tokens_per_s": timing["torch"].get(key), "torch_best": max(timing["torch_all"].get(key) or [0]) or None,
+            "torch_tokens_per_s": timing["torch"].get(key),
+            "torch_best": max(timing["torch_all"].get(key) or [0]) or None,
             "torch_vs_fp32": paired(timing, "torch", key),
             "onnx_bytes": bundle.get("onnx_bytes"),
             "onnx_of_fp32": bundle["onnx_bytes"] / variants["fp32"]["onnx_bytes"] if "onnx_bytes" in bundle else None,
@@ -332,8 +334,11 @@ def table(shape: str, figures: list[dict]) -> str:
         same = f["onnx_same_as"]
         lines.append(
             f"| {f['variant']} | {f['parameters'] / 1e6:.2f}M | {f['nonzero_parameters'] / 1e6:.2f}M "
-            f"| {f['weight_bytes'] / MIB:.2f} | {f['of_fp32']:.1%} | {num(f['val_perplexity'], '.3f' if shape == 'tiny' else ',.0f')}{' (graph)' if f.get('perplexity_of') else ''} "
-            f"| {num(f['kl_from_fp32'], '.2g')} | {speed(f['torch_tokens_per_s'], f['torch_best'], f['torch_vs_fp32'])} "
+            f"| {f['weight_bytes'] / MIB:.2f} | {f['of_fp32']:.1%} "
+            f"| {num(f['val_perplexity'], '.3f' if shape == 'tiny' else ',.0f')}"
+            f"{' (graph)' if f.get('perplexity_of') else ''} "
+            f"| {num(f['kl_from_fp32'], '.2g')} "
+            f"| {speed(f['torch_tokens_per_s'], f['torch_best'], f['torch_vs_fp32'])} "
             + (f"| (the {same} bundle) | | | |" if same else
                f"| {num(f['onnx_bytes'] and f['onnx_bytes'] / MIB, '.2f')} | {num(f['onnx_of_fp32'], '.1%')} "
                f"| {speed(f['onnx_tokens_per_s'], f['onnx_best'], f['onnx_vs_fp32'])} |"))
@@ -402,7 +407,9 @@ def main() -> None:
                 windows = args.val_windows if shape == "tiny" else args.gpt2_val_windows
                 export_variants(shape, variants, work, registry, windows, progress, task, console)
                 log(console, f"{shape}: timing decoding, {rounds} rounds after a warm-up")
-                vocab = json.loads((variants["fp32"]["bundle"] / "corekit-export.json").read_text())["model"]["vocab_size"]
+                vocab = json.loads(
+                    (variants["fp32"]["bundle"] / "corekit-export.json").read_text()
+                )["model"]["vocab_size"]
                 new = args.new_tokens if shape == "tiny" else args.gpt2_new_tokens
                 timing = time_decoding(variants, vocab, args, rounds, new, registry, progress, task)
                 figures = rows(shape, variants, timing)

@@ -249,7 +249,10 @@ def bench_model(label: str, run: Path, work: Path, args, new: int, repeats: int,
     r["ttft"] = {name: summarise(t, 1) for name, t in
                  interleaved(first, prompts(1, r["ttft_prompt"]), 1, repeats).items()}
     r["others_busy_cores"] = others_busy(start)
-    mib = lambda path: sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 2**20
+
+    def mib(path):
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 2**20
+
     r["sizes_mib"] = {"fp32": mib(fp32_dir), "int8": mib(int8_dir)}
     r["perplexity"] = dict(report.perplexity)
     if check:

@@ -28,7 +28,8 @@ does what ``corekit finetune`` does up to its training: :func:`corekit.finetune.
 :func:`~corekit.finetune.run.prepare`, :func:`~corekit.finetune.run.build_model` (the adapter
 applied and everything else frozen but the template's new tokens' rows), then
 :func:`corekit.finetune.train._fit`, the Lightning ``Trainer`` of ``corekit finetune`` with the
-spec's optimizer, schedule and loaders, for ``--warm`` + ``--steps`` optimizer steps. The one addition is a timing callback, handed to the task through
+spec's optimizer, schedule and loaders, for ``--warm`` + ``--steps`` optimizer steps. The one
+addition is a timing callback, handed to the task through
 ``LightningModule.configure_callbacks`` (the benchmark wraps ``corekit.finetune.train._task``);
 it also switches off the validation that ``_fit`` would run after the last step (it comes after
 the measurements; ``limit_val_batches = 0``). The untimed evaluation before and after, saving and
@@ -262,9 +263,11 @@ def summarise(rounds: list[dict[str, dict]]) -> dict[str, dict]:
             "rss_growth": statistics.median(grown), "rss_growth_all": grown,
             "peak_reset": all(r["peak_reset"] for r in runs),
             "speed_ratio_all": [rate(r[key], "real") / rate(r["full"], "real") for r in rounds],
-            "memory_ratio_all": [(r[key]["peak_rss"] - r[key]["rss_before"]) / (r["full"]["peak_rss"] - r["full"]["rss_before"])
+            "memory_ratio_all": [(r[key]["peak_rss"] - r[key]["rss_before"])
+                                 / (r["full"]["peak_rss"] - r["full"]["rss_before"])
                                  for r in rounds],
-            "tokens_per_step": {k: statistics.mean(s[k] for s in first["steps"]) for k in ("real", "padded", "response")},
+            "tokens_per_step": {k: statistics.mean(s[k] for s in first["steps"])
+                                for k in ("real", "padded", "response")},
             "others_busy": [r["others_busy"] for r in runs],
         }
     full = out["full"]
@@ -278,7 +281,8 @@ def summarise(rounds: list[dict[str, dict]]) -> dict[str, dict]:
 
 def table(summary: dict[str, dict]) -> str:
     def spread(values):
-        return f"{statistics.median(values):.2f}x" + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
+        return f"{statistics.median(values):.2f}x" + (f" ({min(values):.2f}-{max(values):.2f})"
+                                                      if len(values) > 1 else "")
 
     lines = [("| method | trainable params | with gradients | weights + grads + AdamW MiB | vs full | tokens/s, "
               "real (padded) | vs full | RSS before MiB | peak RSS growth MiB | vs full |"),
@@ -286,7 +290,8 @@ def table(summary: dict[str, dict]) -> str:
     for f in summary.values():
         lines.append(
             f"| {f['label']} | {f['trainable']:,} ({f['trainable'] / f['total']:.2%}) | {f['with_grad']:,} "
-            f"| {f['weights_bytes'] / MIB:,.1f} + {f['grads_adamw_bytes'] / MIB:,.1f} = {f['analytic_bytes'] / MIB:,.1f} "
+            f"| {f['weights_bytes'] / MIB:,.1f} + {f['grads_adamw_bytes'] / MIB:,.1f} "
+            f"= {f['analytic_bytes'] / MIB:,.1f} "
             f"| {f['analytic_ratio']:.2f}x | {f['real_tokens_per_s']:,.0f} ({f['padded_tokens_per_s']:,.0f}) "
             f"| {spread(f['speed_ratio_all'])} | {f['rss_before'] / MIB:,.0f} | {f['rss_growth'] / MIB:,.0f} "
             f"| {spread(f['memory_ratio_all'])} |")
@@ -350,7 +355,8 @@ def main() -> None:
             _, _, batch, warm, steps = SHAPES[shape]
             batch, warm, steps = args.batch_size or batch, args.warm or warm, args.steps or steps
             base = base_run(shape, work, registry)
-            specs = {key: write_spec(work / f"{shape}-{key}.toml", base, data, adapter, args.template, batch, warm + steps)
+            specs = {key: write_spec(work / f"{shape}-{key}.toml", base, data, adapter, args.template, batch,
+                                     warm + steps)
                      for key, _, adapter in METHODS}
             rounds: list[dict[str, dict]] = []
             discarded = 0
@@ -367,7 +373,8 @@ def main() -> None:
                         log(f"{shape} round {r + 1}/{args.rounds} {key}{f' (again, {attempt})' if attempt else ''}: "
                             f"{sum(s['real'] for s in one['steps']) / sum(s['seconds'] for s in one['steps']):,.0f} "
                             f"real tokens/s, peak growth {(one['peak_rss'] - one['rss_before']) / MIB:,.0f} MiB, "
-                            f"others kept {max(one['others_busy'], 0):.2f} cores busy ({time.perf_counter() - t:.0f} s)")
+                            f"others kept {max(one['others_busy'], 0):.2f} cores busy "
+                            f"({time.perf_counter() - t:.0f} s)")
                         if one["others_busy"] <= args.max_busy:
                             break
                     got[key] = min(attempts, key=lambda a: a["others_busy"])  # the least disturbed attempt
@@ -376,7 +383,8 @@ def main() -> None:
             summary = summarise(rounds)
             seconds = time.perf_counter() - shape_start
             results["shapes"][shape] = {"base": str(base), "batch_size": batch, "warm": warm, "steps": steps,
-                                        "rounds": rounds, "attempts_run_again": discarded, "summary": summary, "seconds": seconds}
+                                        "rounds": rounds, "attempts_run_again": discarded, "summary": summary,
+                                        "seconds": seconds}
             full = summary["full"]
             busy = [b for f in summary.values() for b in f["others_busy"]]
             per_step = full["tokens_per_step"]

@@ -33,7 +33,8 @@ def main() -> None:
     tokens_per_second(model, prompts, 8, True)  # warm-up
     cached = tokens_per_second(model, prompts, args.tokens, True)
     recompute = tokens_per_second(model, prompts, args.tokens, False)
-    print(f"spec {args.spec}, batch {args.batch}, prompt 16, new tokens {args.tokens}, threads {torch.get_num_threads()}")
+    print(f"spec {args.spec}, batch {args.batch}, prompt 16, new tokens {args.tokens}, "
+          f"threads {torch.get_num_threads()}")
     print(f"with KV cache   {cached:10.1f} tokens/s")
     print(f"recompute       {recompute:10.1f} tokens/s")
     print(f"speed-up        {cached / recompute:10.2f}x")

@@ -145,7 +145,8 @@ def reference_config(spec, kit_model) -> RefConfig:
     norm, act, pos = m.norm.name, m.mlp.activation.name, m.position.name
     if m.layout != "pre" or norm not in ("layernorm", "rmsnorm") or pos not in ("learned", "rope") \
             or act not in ("gelu", "swiglu") or not m.tie_embeddings:
-        raise SystemExit(f"the reference GPT covers pre-norm, tied, layernorm|rmsnorm, gelu|swiglu, learned|rope models, not {m}")
+        raise SystemExit("the reference GPT covers pre-norm, tied, layernorm|rmsnorm, gelu|swiglu, "
+                         f"learned|rope models, not {m}")
     if act == "gelu" and m.mlp.activation.approximate == "tanh":
         act = "gelu_tanh"
     if norm == "layernorm" and m.norm.bias is not None and m.norm.bias != m.bias:

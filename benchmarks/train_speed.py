@@ -186,7 +186,8 @@ class TrainerContender:
 
         settings = trainer_settings(self.spec.train) | {"max_steps": steps}
         trainer = L.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Clock()])
+                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                            callbacks=[Clock()])
         loader = torch.utils.data.DataLoader([batches[i % len(batches)] for i in range(steps)], batch_size=None)
         trainer.fit(self.task, train_dataloaders=loader)
         return times

@@ -36,13 +36,21 @@ _LAZY = {
 __all__ = ["hookimpl", "__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from corekit.assemble import build_model, build_tokenizer
-    from corekit.errors import CorekitError, SpecError
-    from corekit.generation import generate
-    from corekit.params import AttentionParams, ModelContext, Params, Slot, TokenizerParams
-    from corekit.plugins import get_registry, load_registry
-    from corekit.registry import Component, Registry
-    from corekit.spec import ModelSpec, RunSpec, load_spec
+    # `name as name` marks these as explicit re-exports (for type checkers and linters);
+    # at run time they are served lazily by __getattr__ below.
+    from corekit.assemble import build_model as build_model, build_tokenizer as build_tokenizer
+    from corekit.errors import CorekitError as CorekitError, SpecError as SpecError
+    from corekit.generation import generate as generate
+    from corekit.params import (
+        AttentionParams as AttentionParams,
+        ModelContext as ModelContext,
+        Params as Params,
+        Slot as Slot,
+        TokenizerParams as TokenizerParams,
+    )
+    from corekit.plugins import get_registry as get_registry, load_registry as load_registry
+    from corekit.registry import Component as Component, Registry as Registry
+    from corekit.spec import ModelSpec as ModelSpec, RunSpec as RunSpec, load_spec as load_spec
 
 
 def __getattr__(name: str) -> Any:

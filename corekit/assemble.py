@@ -35,6 +35,8 @@ def build_model(
         registry: the plugin registry; defaults to the shared one.
         vocab_size: overrides ``model.vocab_size`` (e.g. a trained tokenizer's size).
     """
+    from torch import nn
+
     from corekit.modules.block import Block, norms_per_block
     from corekit.modules.decoder import Decoder
 
@@ -48,7 +50,7 @@ def build_model(
         )
     ctx = model_spec.context(vocab)
     attention, feedforward = model_spec.attention, model_spec.mlp
-    blocks = []
+    blocks: list[nn.Module] = []
     for _ in range(ctx.n_layers):
         kernel = reg.build("attention_kernel", attention.kernel, ctx)
         attn = reg.build("attention", attention, ctx, kernel)
@@ -57,8 +59,6 @@ def build_model(
         norms = [reg.build("norm", model_spec.norm, ctx) for _ in range(norms_per_block(ctx.layout))]
         blocks.append(Block(ctx.layout, attn, mlp, norms, ctx.dropout))
     # A post-norm block already ends in a norm (Vaswani et al. 2017): no final norm.
-    from torch import nn
-
     final_norm = nn.Identity() if ctx.layout == "post" else reg.build("norm", model_spec.norm, ctx)
     model = Decoder(
         vocab,
@@ -71,7 +71,7 @@ def build_model(
         dropout=ctx.dropout,
         init_std=model_spec.init_std,
     )
-    model.spec = model_spec
+    model.spec = model_spec  # type: ignore[assignment]  # nn.Module types its attributes as tensors or modules
     return model
 
 

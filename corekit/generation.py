@@ -171,5 +171,5 @@ def generate(
     finally:
         model.train(was_training)
     if as_text:
-        return [tokenizer.decode(out) for out in outputs]  # type: ignore[union-attr]
+        return [tokenizer.decode(out) for out in outputs]  # type: ignore[union-attr]  # as_text implies a tokenizer
     return outputs

@@ -61,6 +61,20 @@ def corekit_trainer_callbacks(spec: Any) -> list[Any]:
     Called once when a trainer is built, after plugins loaded; every plugin's list is
     concatenated. Return an empty list to add nothing.
     """
+    return []  # a hook specification: pluggy calls the plugins' implementations, never this body
+
+
+@hookspec
+def corekit_register_commands(app: Any) -> None:
+    """Add this plugin's commands to the ``corekit`` command line.
+
+    ``app`` is the root ``typer.Typer``: call ``app.command("name")(function)`` or
+    ``app.add_typer(sub_app, name="name")``. Called once each time the command line starts,
+    after every plugin loaded, plugin by plugin in load order (the built-in commands come from
+    the built-in plugin ``corekit_plugins.commands``); a name another plugin already took is an
+    error naming both. Import heavy modules inside the commands, not here. The return value is
+    ignored.
+    """
 
 
 @hookspec(firstresult=True)

@@ -114,7 +114,8 @@ KIND_LIST: tuple[Kind, ...] = (
         ("train.optimizer",),
     ),
     Kind(
-        "scheduler", "corekit.params:Params", "build(params, optimizer, max_steps)", "torch.optim.lr_scheduler:LRScheduler",
+        "scheduler", "corekit.params:Params", "build(params, optimizer, max_steps)",
+        "torch.optim.lr_scheduler:LRScheduler",
         "sets the learning rate at each optimizer step",
         "stepped once per optimizer step, max_steps times",
         ("train.scheduler",),
@@ -131,6 +132,14 @@ KIND_LIST: tuple[Kind, ...] = (
         "renders instructions and conversations as prompt text for instruction tuning",
         "render(messages) -> segments with a train mask; prompt(messages); special_tokens; stop",
         ("finetune.template",),
+    ),
+    Kind(
+        "stage", "corekit.params:StageParams", "build(params)", "corekit.stage:Stage",
+        "one step of a run (tokenizer, data, train, ...): owns a spec section, knows whether its outputs "
+        "are current, and runs",
+        "section and section_field() give its top-level spec section (the run spec is assembled from them); "
+        "order places it in corekit run; wanted(spec), current(ctx) and run(ctx) decide and do the work",
+        ("<its own section>",),
     ),
     Kind(
         "adapter", "corekit.params:Params", "build(params)", "corekit.finetune.adapter:Adapter",

@@ -26,7 +26,9 @@ def decay_groups(model: nn.Module, params: OptimizerParams) -> list[dict[str, An
 
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     bias_ids = {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:
             continue

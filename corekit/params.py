@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Iterator, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -64,17 +64,29 @@ class _RegistryDefault:
 REGISTRY_DEFAULT: Any = _RegistryDefault()
 
 
-class Slot:
-    """``Slot["norm"]`` annotates a field holding a component of kind ``norm``.
+if TYPE_CHECKING:
+    _Kind = TypeVar("_Kind")
 
-    In a spec such a field takes a table with a ``name`` (and that component's
-    parameters) or just the name as a string; a table without ``name`` means the
-    registry's default component of that kind (``[defaults]`` in registry.toml). No
-    component name is written in the core.
-    """
+    class Slot(Generic[_Kind]):
+        """What a type checker sees: a component whose fields are not known statically. (The
+        kind in ``Slot["norm"]`` reads to it as an undefined type name, so each annotation carries
+        ``# type: ignore[name-defined]`` with that reason.)"""
 
-    def __class_getitem__(cls, kind: str) -> Any:
-        return Annotated[Any, SlotMarker(kind)]
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+
+    class Slot:
+        """``Slot["norm"]`` annotates a field holding a component of kind ``norm``.
+
+        In a spec such a field takes a table with a ``name`` (and that component's
+        parameters) or just the name as a string; a table without ``name`` means the
+        registry's default component of that kind (``[defaults]`` in registry.toml). No
+        component name is written in the core.
+        """
+
+        def __class_getitem__(cls, kind: str) -> Any:
+            return Annotated[Any, SlotMarker(kind)]
 
 
 class ActivationParams(Params):
@@ -88,7 +100,7 @@ class AttentionParams(Params):
     """Base of every attention component: the core reads heads and window from here."""
 
     n_heads: PositiveInt = Field(description="number of query heads")
-    kernel: Slot["attention_kernel"] = Field(  # type: ignore[valid-type]
+    kernel: Slot["attention_kernel"] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
         REGISTRY_DEFAULT, description="how scores are computed: math | flash | <plugin>"
     )
     window: PositiveInt | None = Field(
@@ -107,7 +119,7 @@ class AttentionParams(Params):
 class FeedForwardParams(Params):
     """Base of every feed-forward component: its activation and hidden width."""
 
-    activation: Slot["activation"] = Field(  # type: ignore[valid-type]  # Slot[...] is an Annotated alias, not a class
+    activation: Slot["activation"] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
         REGISTRY_DEFAULT, description="gelu | relu | silu | swiglu | geglu | <plugin>"
     )
     hidden_dim: PositiveInt | None = Field(
@@ -145,6 +157,11 @@ class OptimizerParams(Params):
     decay_norms: bool = Field(False, description="also decay norm weights")
     decay_biases: bool = Field(False, description="also decay biases")
     decay_embeddings: bool = Field(False, description="also decay embedding tables")
+
+
+class StageParams(Params):
+    """Base of every stage's registration (kind ``stage``): just its name. What a stage is told
+    to do lives in the spec section it owns, not here."""
 
 
 class TokenizerParams(Params):

@@ -234,7 +234,8 @@ def load_registry(
         try:
             if entry.endswith(".py"):
                 path = Path(entry)
-                module = _import_path(path if path.is_absolute() else user.path.parent / path)
+                base = user.path.parent if user.path is not None else Path.cwd()
+                module = _import_path(path if path.is_absolute() else base / path)
             else:
                 module = importlib.import_module(entry)
         except (Exception, SystemExit) as exc:
@@ -250,7 +251,8 @@ def load_registry(
         if (kind, name) not in loader.registry and not any(
             c.kind == kind and c.name == name for c in loader.registry.dropped
         ):
-            warnings.warn(f"{user.path}: disable entry '{kind}:{name}' matches no plugin", PluginLoadWarning, stacklevel=2)
+            warnings.warn(f"{user.path}: disable entry '{kind}:{name}' matches no plugin", PluginLoadWarning,
+                          stacklevel=2)
     registry = loader.registry
     for kind, name in (manifest.defaults | user.defaults).items():
         if registry.names(kind) and name not in registry.names(kind):
@@ -274,8 +276,10 @@ _OPTIONS: dict[str, Any] = {}
 def configure(registry_file: str | os.PathLike[str] | None = None, strict: bool = False) -> None:
     """Set the options the shared registry is loaded with (the CLI's global flags)."""
     global _REGISTRY
-    _OPTIONS.update(registry_file=registry_file, strict=strict)
-    _REGISTRY = None
+    options = {"registry_file": str(registry_file) if registry_file else None, "strict": strict}
+    if options != _OPTIONS:  # the same options keep the registry already loaded
+        _OPTIONS.update(options)
+        _REGISTRY = None
 
 
 def get_registry() -> Registry:

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Annotated, Any, Callable, Iterator, Literal, Union, get_args, get_origin
+from typing import AbstractSet, Annotated, Any, Callable, Iterator, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
@@ -87,7 +87,8 @@ class Registry:
         self._source: Source = RUNTIME
         self._disabled: set[tuple[str, str]] = set()
         self.dropped: list[Component] = []
-        self._resolved: dict[type, type] = {}
+        #: resolved models, and what is built from them (the run spec type): cleared when components change
+        self._resolved: dict[Any, Any] = {}
         #: the pluggy manager that filled this registry (for the other hooks)
         self.plugin_manager: Any = None
         #: kind -> name of the component a spec gets when it names none (registry.toml [defaults])
@@ -95,7 +96,7 @@ class Registry:
 
     # ----------------------------------------------------------------- loading
     @contextlib.contextmanager
-    def loading(self, source: Source, disabled: set[tuple[str, str]] = frozenset()) -> Iterator[None]:
+    def loading(self, source: Source, disabled: AbstractSet[tuple[str, str]] = frozenset()) -> Iterator[None]:
         """Attribute components added inside the block to ``source``; roll back on error."""
         before, dropped = dict(self._components), len(self.dropped)
         previous, self._source, self._disabled = self._source, source, set(disabled)
@@ -136,7 +137,9 @@ class Registry:
             )
         name = _literal_name(params, kind, self._source)
         if params.model_config.get("extra") != "forbid":
-            raise PluginError(f"{self._source}: {kind} {name!r} params must keep extra='forbid' (unknown fields are errors)")
+            raise PluginError(
+                f"{self._source}: {kind} {name!r} params must keep extra='forbid' (unknown fields are errors)"
+            )
         base = KINDS[kind].params
         if not issubclass(params, base):
             raise PluginError(
@@ -190,7 +193,7 @@ class Registry:
             raise UnknownComponentError(unknown_message(kind, name, self.names(kind)))
         return comp
 
-    def build(self, kind: str, params: Params | str | dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    def build(self, kind: str, params: Any, *args: Any, **kwargs: Any) -> Any:
         """Validate ``params`` if needed and call the component's build function.
 
         Raises:
@@ -215,6 +218,15 @@ class Registry:
             ) from exc
 
     # ----------------------------------------------------------------- spec types
+    def cached(self, key: str) -> Any:
+        """A value :meth:`cache` d under ``key`` since the components last changed, else None."""
+        return self._resolved.get(key)
+
+    def cache(self, key: str, value: Any) -> Any:
+        """Keep ``value`` until components are added or removed; returns it."""
+        self._resolved[key] = value
+        return value
+
     def slot_type(self, kind: str) -> Any:
         """The pydantic type of a ``Slot[kind]`` field: a union over the kind's components."""
         default_name = self.defaults.get(kind)
@@ -246,7 +258,7 @@ class Registry:
                     )
             return value
 
-        shorthand = Literal[tuple(names)] if names else str  # type: ignore[valid-type]
+        shorthand: Any = Literal[tuple(names)] if names else str  # the names are only known at run time
         return Annotated[inner, BeforeValidator(normalise, json_schema_input_type=Union[shorthand, inner])]
 
     def resolve(self, model: type[BaseModel]) -> type[BaseModel]:
@@ -256,9 +268,10 @@ class Registry:
         self._resolved[model] = model  # guards against recursive models
         fields: dict[str, Any] = {}
         for fname, info in model.model_fields.items():
-            annotation = info.annotation
+            annotation: Any = info.annotation
             if info.metadata:
-                annotation = Annotated[(annotation, *info.metadata)]
+                args = (annotation, *info.metadata)
+                annotation = Annotated[args]
             new = self._rewrite(annotation)
             if new is not annotation:
                 kwargs: dict[str, Any] = {"description": _slot_description(annotation, info.description),
@@ -292,7 +305,8 @@ class Registry:
             if marker is not None:
                 return self.slot_type(marker.kind)
             new = self._rewrite(base)
-            return tp if new is base else Annotated[(new, *meta)]
+            args = (new, *meta)
+            return tp if new is base else Annotated[args]
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             return self.resolve(tp)
         if origin in (Union, types.UnionType):

@@ -13,37 +13,19 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator,
+    BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from corekit.errors import CorekitError, SpecError, SpecIssue
-from corekit.finetune.spec import FinetuneSpec
 from corekit.params import REGISTRY_DEFAULT, ModelContext, Params, Slot, SlotMarker
-from corekit.registry import Registry, unknown_message
+from corekit.registry import Registry
 
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-#: Lightning's registered strategy names (``StrategyRegistry.available_strategies()`` of
-#: lightning 2.6), written out so that loading a spec does not import Lightning (~6 s);
-#: tests/test_spec_strict.py compares it with the installed Lightning's registry.
-LIGHTNING_STRATEGIES: tuple[str, ...] = (
-    "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook",
-    "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true",
-    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
-    "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true",
-    "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true",
-    "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
-    "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme",
-    "fsdp", "fsdp_cpu_offload", "single_device", "single_xla", "xla_debug", "xla", "single_tpu",
-)
-#: what ``train.strategy`` accepts
-STRATEGIES: tuple[str, ...] = ("auto", *LIGHTNING_STRATEGIES)
-#: seeds Lightning's ``seed_everything`` (and numpy) accept
-MAX_SEED = 2**32 - 1
 #: the deepest nesting of tables and arrays a spec may have (real specs stay under 6); deeper
 #: data would exhaust Python's recursion limit in the TOML parser or the validator
 MAX_SPEC_DEPTH = 64
@@ -72,12 +54,17 @@ class ModelSpec(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on embeddings, residuals and attention")
     bias: bool = Field(False, description="biases in linear layers (and layer norms)")
     init_std: PositiveFloat = Field(0.02, description="std of the normal initialisation")
-    attention: Slot["attention"] = Field(description="mha | gqa | mqa | <plugin>")  # type: ignore[valid-type]
-    norm: Slot["norm"] = Field(REGISTRY_DEFAULT, description="layernorm | rmsnorm | <plugin>")  # type: ignore[valid-type]
-    mlp: Slot["feedforward"] = Field(  # type: ignore[valid-type]  # Slot[...] is an Annotated alias, not a class
-        REGISTRY_DEFAULT, description="the feed-forward block: mlp | <plugin> (a table without name is the default, mlp)"
+    attention: Slot["attention"] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
+        description="mha | gqa | mqa | <plugin>"
     )
-    position: Slot["positional"] = Field(  # type: ignore[valid-type]
+    norm: Slot["norm"] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
+        REGISTRY_DEFAULT, description="layernorm | rmsnorm | <plugin>"
+    )
+    mlp: Slot["feedforward"] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
+        REGISTRY_DEFAULT,
+        description="the feed-forward block: mlp | <plugin> (a table without name is the default, mlp)",
+    )
+    position: Slot["positional"] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
         REGISTRY_DEFAULT, description="learned | sinusoidal | rope | alibi | none | <plugin>"
     )
 
@@ -89,7 +76,8 @@ class ModelSpec(BaseModel):
         if self.d_model % n_heads and getattr(self.attention, "head_dim", None) is None:
             divisors = [h for h in range(1, min(self.d_model, 64) + 1) if self.d_model % h == 0]
             raise cross_field_error(
-                [("attention.n_heads", f"n_heads={n_heads} must divide d_model={self.d_model} (or set attention.head_dim); "
+                [("attention.n_heads", f"n_heads={n_heads} must divide d_model={self.d_model} "
+                                        "(or set attention.head_dim); "
                                         f"e.g. {divisors}")]
             )
         ctx = self.context()
@@ -130,149 +118,37 @@ class ModelSpec(BaseModel):
         )
 
 
-def _non_blank_path(path: str) -> str:
-    if not path.strip():  # an empty pattern names the working directory: everything in it
-        raise ValueError("an empty or blank path names no file; give a file, a glob or a directory")
-    return path
-
-
-class DataSpec(BaseModel):
-    """The ``[data]`` section: where training text comes from, how it is cleaned and sharded."""
-
-    model_config = SECTION
-    source: Literal["python-stdlib"] | None = Field(
-        "python-stdlib", description="a built-in corpus (the default when no paths are given)"
-    )
-    paths: list[Annotated[str, AfterValidator(_non_blank_path)]] = Field(
-        default_factory=list, description="text files, globs (** allowed), directories, or .jsonl files"
-    )
-    text_field: str = Field("text", description="the field holding the text in .jsonl files")
-    suffixes: list[str] = Field(
-        default_factory=list, description="in directories, only files with these suffixes (empty: all)"
-    )
-    max_document_bytes: PositiveInt = Field(
-        1 << 20, description="text files larger than this are streamed and cut into documents at blank lines"
-    )
-    normalize: bool = Field(True, description="Unicode NFC normalisation")
-    dedupe: bool = Field(True, description="drop exact duplicate documents")
-    min_chars: int = Field(32, ge=0, description="drop documents shorter than this")
-    max_documents: PositiveInt | None = Field(None, description="use only the first N cleaned documents")
-    val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="share of documents held out for validation")
-    shard_tokens: PositiveInt = Field(2**24, description="tokens per shard (shards end at document boundaries)")
-    workers: PositiveInt | None = Field(None, description="tokenizer processes (default: all cores)")
-    val_windows: PositiveInt = Field(64, description="fixed validation windows served to training")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _paths_replace_default_source(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("paths") and "source" not in data:
-            data = {**data, "source": None}
-        return data
-
-    @model_validator(mode="after")
-    def _some_text(self) -> DataSpec:
-        if self.source is None and not self.paths:
-            raise cross_field_error([("source", "no corpus: set source = 'python-stdlib' or give paths")])
-        return self
-
-
-class TrainSpec(BaseModel):
-    """The ``[train]`` section: the optimisation run."""
-
-    model_config = SECTION
-    max_steps: PositiveInt = Field(1000, description="optimizer steps")
-    batch_size: PositiveInt = Field(16, description="sequences per micro-batch (per device)")
-    accumulate: PositiveInt = Field(1, description="micro-batches per optimizer step")
-    grad_clip: float = Field(1.0, ge=0.0, description="clip the gradient norm to this (0: off)")
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision")
-    compile: bool = Field(False, description="torch.compile the model")
-    strategy: Literal[STRATEGIES] = Field(  # type: ignore[valid-type]
-        "auto", description="Lightning strategy: auto | ddp | fsdp | deepspeed | ..."
-    )
-    devices: PositiveInt | Literal["auto"] = Field("auto", description="devices per node: a positive number or 'auto'")
-    num_nodes: PositiveInt = 1
-    seed: int = Field(1337, ge=0, le=MAX_SEED, description="seeds weights, data order and dropout (0 .. 2**32-1)")
-    eval_every: PositiveInt = Field(100, description="validate every this many optimizer steps")
-    checkpoint_every: PositiveInt = Field(100, description="checkpoint every this many optimizer steps")
-    log_every: PositiveInt = Field(10, description="log training metrics every this many steps")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    optimizer: Slot["optimizer"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
-    scheduler: Slot["scheduler"] = REGISTRY_DEFAULT  # type: ignore[valid-type]
-
-    @field_validator("strategy", mode="before")
-    @classmethod
-    def _known_strategy(cls, value: Any) -> Any:
-        if isinstance(value, str) and value not in STRATEGIES:
-            raise PydanticCustomError(
-                "unknown_choice", "{message}", {"message": unknown_message("Lightning strategy", value, list(STRATEGIES))}
-            )
-        return value
-
-    @field_validator("devices", mode="before")
-    @classmethod
-    def _positive_or_auto(cls, value: Any) -> Any:
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            return value
-        shown = f" (got {value!r})" if isinstance(value, (dict, list)) else ""  # format_errors adds scalars
-        raise ValueError(f"devices must be a positive number of devices or 'auto'{shown}")
-
-    @property
-    def needs_unfused_optimizer(self) -> bool:
-        """Clipping under mixed precision: Lightning clips before the optimizer step, and refuses
-        to when a fused optimizer would unscale the gradients inside its own step."""
-        return self.precision != "32" and self.grad_clip > 0
-
-    @model_validator(mode="after")
-    def _clipping_needs_unfused(self) -> TrainSpec:
-        if self.needs_unfused_optimizer and getattr(self.optimizer, "fused", None) is True:
-            message = (
-                f"a fused optimizer cannot be combined with grad_clip={self.grad_clip} under precision="
-                f"{self.precision!r}; leave fused unset (corekit then picks the foreach kernel), or set grad_clip = 0"
-            )
-            raise cross_field_error([("optimizer.fused", message)])
-        return self
-
-
-class ExportSpec(BaseModel):
-    """The ``[export]`` section: what ``corekit export`` writes."""
-
-    model_config = SECTION
-    format: Literal["onnx"] = "onnx"
-    quantize: Literal["none", "int8"] = Field("none", description="int8: onnxruntime's int8 weight quantization")
-    opset: int | None = Field(None, ge=18, description="ONNX opset (default: the exporter's)")
-
-
 class RunSpec(BaseModel):
-    """A whole run: model, tokenizer, data, training, compression and export."""
+    """A whole run: the model, plus one section for each registered stage (tokenizer, data,
+    train, compress, export, finetune, and any a plugin adds).
+
+    This class holds what belongs to no stage; :func:`run_spec_type` adds the stages' sections.
+    Annotate with it; validate with ``run_spec_type(registry)`` (or :func:`load_spec`).
+    """
 
     model_config = SECTION
     model: ModelSpec
-    tokenizer: Slot["tokenizer"] = Field(REGISTRY_DEFAULT, description="bytes | bpe | char | <plugin>")  # type: ignore[valid-type]
-    data: DataSpec = Field(default_factory=DataSpec)
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    export: ExportSpec | None = None
-    compress: list[Slot["compressor"]] = Field(  # type: ignore[valid-type]
-        default_factory=list,
-        description="compressors `corekit run` applies after training, in order ([compress] or [[compress]])",
-    )
-    compressed: list[Slot["compressor"]] = Field(  # type: ignore[valid-type]
+    compressed: list[Slot["compressor"]] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
         default_factory=list,
         description="written by `corekit compress`: the compressors already applied to this run's weights, in order",
     )
-    finetune: FinetuneSpec | None = Field(None, description="fine-tuning of a trained run (corekit finetune)")
 
-    @field_validator("compress", "compressed", mode="before")
+    if TYPE_CHECKING:  # the stages' sections (spec.train, spec.data, ...) are added at run time
+        def __getattr__(self, name: str) -> Any: ...
+
+    @field_validator("compressed", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, (dict, str)) else value
 
     @model_validator(mode="after")
     def _vocab(self) -> RunSpec:
-        known = getattr(self.tokenizer, "known_size", None)
+        tokenizer = getattr(self, "tokenizer", None)
+        known = getattr(tokenizer, "known_size", None)
         size = known() if callable(known) else None
         if size is None:
             return self
-        size += len(getattr(self.tokenizer, "added_tokens", ()))
+        size += len(getattr(tokenizer, "added_tokens", ()))
         if self.model.vocab_size is None:
             self.model.vocab_size = padded_vocab(size, self.model.pad_vocab_multiple)
         elif self.model.vocab_size < size:
@@ -280,6 +156,34 @@ class RunSpec(BaseModel):
                 [("model.vocab_size", f"vocab_size={self.model.vocab_size} is smaller than the tokenizer's {size} ids")]
             )
         return self
+
+
+def run_spec_type(registry: Registry, *, resolved: bool = True) -> type[RunSpec]:
+    """The run spec model for ``registry``: :class:`RunSpec` with each registered stage's section,
+    in run order, and every component slot resolved to the loaded plugins (``resolved=False``:
+    the slots left as ``Slot[kind]`` markers)."""
+    from pydantic import create_model
+
+    from corekit.stage import stages
+
+    key = "run_spec" if resolved else "run_spec_static"
+    cached = registry.cached(key)
+    if cached is not None:
+        return cached
+    fields: dict[str, Any] = {}
+    owners: dict[str, str] = {}
+    for stage in stages(registry):
+        if stage.section is None:
+            continue
+        if stage.section in RunSpec.model_fields or stage.section in fields:
+            owner = owners.get(stage.section, "the core")
+            raise CorekitError(f"stages {owner!r} and {stage.name!r} both claim the spec section [{stage.section}]; "
+                               "disable one in a registry.toml (disable = [\"stage:NAME\"])")
+        fields[stage.section] = stage.section_field()
+        owners[stage.section] = stage.name
+    model = create_model("RunSpec", __base__=RunSpec, __module__=__name__, __doc__=RunSpec.__doc__, **fields)
+    registry.cache("run_spec_static", model)
+    return registry.cache("run_spec", registry.resolve(model)) if resolved else model
 
 
 def padded_vocab(size: int, multiple: int | None) -> int:
@@ -324,7 +228,8 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     more than :data:`MAX_SPEC_DEPTH` levels deep)."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError([SpecIssue("", f"file {path} does not exist" if not path.exists() else f"{path} is not a file")], str(path))
+        problem = f"file {path} does not exist" if not path.exists() else f"{path} is not a file"
+        raise SpecError([SpecIssue("", problem)], str(path))
     text = path.read_text(encoding="utf-8-sig", errors="replace")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
@@ -402,7 +307,7 @@ def load_spec(
     data = dict(source) if isinstance(source, Mapping) else read_spec_file(source)
     data = apply_overrides(data, overrides)
     try:
-        return registry.resolve(RunSpec).model_validate(data)
+        return run_spec_type(registry).model_validate(data)
     except ValidationError as exc:
         raise SpecError(format_errors(exc, data, registry), label) from None
 
@@ -412,7 +317,7 @@ def spec_schema(registry: Registry) -> dict[str, Any]:
     from pydantic.errors import PydanticInvalidForJsonSchema
 
     try:
-        schema = registry.resolve(RunSpec).model_json_schema()
+        schema = run_spec_type(registry).model_json_schema()
     except PydanticInvalidForJsonSchema as exc:
         for comp in registry.components():
             try:
@@ -492,7 +397,7 @@ def _spec_loc(loc: tuple[Any, ...], data: Any) -> list[Any]:
 
 def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
     """Field names of the model at ``loc`` (for 'unknown field' messages)."""
-    cls: type[BaseModel] = RunSpec
+    cls: type[BaseModel] = run_spec_type(registry, resolved=False)
     node = data
     for part in loc:
         info = cls.model_fields.get(part) if isinstance(part, str) else None
@@ -502,7 +407,7 @@ def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
         marker = next((m for m in info.metadata if isinstance(m, SlotMarker)), None)
         if marker is not None:
             name = node if isinstance(node, str) else (node or {}).get("name", registry.defaults.get(marker.kind))
-            if (marker.kind, name) not in registry:
+            if not isinstance(name, str) or (marker.kind, name) not in registry:
                 return []
             cls = registry.get(marker.kind, name).params
             continue

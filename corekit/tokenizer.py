@@ -106,10 +106,10 @@ class AddedTokens(Tokenizer):
             raise CorekitError(f"added tokens {clash} are already special tokens of the tokenizer")
         self.base = base
         self.added = list(added)
-        self.needs_training = base.needs_training  # type: ignore[misc]
+        self.needs_training = base.needs_training  # type: ignore[misc]  # a class constant, set per instance here
 
     @property
-    def special_tokens(self) -> dict[str, int]:  # type: ignore[override]
+    def special_tokens(self) -> dict[str, int]:  # type: ignore[override]  # computed: a property, not an attribute
         first = self.base.vocab_size
         return {**self.base.special_tokens, **{tok: first + i for i, tok in enumerate(self.added)}}
 

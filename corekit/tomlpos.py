@@ -279,7 +279,7 @@ class _Scanner:
     def basic_string(self) -> str:
         """A one-line ``"..."`` string; returns its value (escapes decoded)."""
         self.pos += 1
-        out = []
+        out: list[str] = []
         while True:
             ch = self.peek()
             if ch in ("", "\n"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import AbstractSet
 
 from corekit.errors import CorekitError
 from corekit.io import atomic_write_bytes
@@ -44,7 +45,7 @@ ROWS = re.compile(r"^(?P<table>.+)\.rows_from\.(?P<first>\d+)$")
 
 
 def save_weights(model, spec, registry, path: str | Path, *, only: set[str] | None = None,
-                 exclude: set[str] = frozenset(), rows: dict[str, int] | None = None) -> Path:
+                 exclude: AbstractSet[str] = frozenset(), rows: dict[str, int] | None = None) -> Path:
     """Write ``model``'s weights to ``path`` atomically, with the spec in the metadata.
 
     Args:
@@ -67,13 +68,15 @@ def save_weights(model, spec, registry, path: str | Path, *, only: set[str] | No
     shared = {k: v for k, v in shared.items() if v in state}
     m = spec.model
     used = {("attention", m.attention.name), ("attention_kernel", m.attention.kernel.name), ("norm", m.norm.name),
-            ("activation", m.mlp.activation.name), ("feedforward", m.mlp.name), ("positional", m.position.name), ("tokenizer", spec.tokenizer.name)}
+            ("activation", m.mlp.activation.name), ("feedforward", m.mlp.name), ("positional", m.position.name),
+            ("tokenizer", spec.tokenizer.name)}
     used |= {("compressor", c.name) for c in getattr(spec, "compressed", [])}
     ft = getattr(spec, "finetune", None)
     if ft is not None:
         used |= {("template", ft.template.name)} | ({("adapter", ft.adapter.name)} if ft.adapter else set())
     sources = {(kind, name): registry.get(kind, name).source for kind, name in used}
-    plugins = {f"{kind}:{name}": f"{src.package} {src.version}".strip() for (kind, name), src in sorted(sources.items())}
+    plugins = {f"{kind}:{name}": f"{src.package} {src.version}".strip()
+               for (kind, name), src in sorted(sources.items())}
     metadata = {"format": "corekit-weights", "corekit": __version__, "spec": json.dumps(spec_to_dict(spec)),
                 "plugins": json.dumps(plugins), "shared": json.dumps(shared),
                 "tied_embeddings": str(_tied(model))}
@@ -98,8 +101,8 @@ def load_weights(model, path: str | Path, *more: str | Path, ignore: tuple[str, 
     names = " + ".join(str(f) for f in (path, *more))
     for key in ignore:
         state.pop(key, None)
-    for key in [k for k in state if ROWS.match(k)]:
-        table, first = ROWS.match(key)["table"], int(ROWS.match(key)["first"])
+    for key, match in [(k, m) for k in state if (m := ROWS.match(k))]:
+        table, first = match["table"], int(match["first"])
         if table not in state or state[table].shape[0] < first:
             raise CorekitError(f"{names}: rows from {first} on of {table!r}, but no file holds the rows before them")
         state[table] = torch.cat([state[table][:first], state.pop(key)])

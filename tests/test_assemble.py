@@ -75,9 +75,11 @@ def test_parameter_count_formula(registry, layout, bias, tied):
 
 def test_gqa_swiglu_parameter_count(registry):
     model = tiny_model(
-        registry, attention=attention("gqa"), mlp={"activation": "swiglu", "hidden_dim": 48}, norm="rmsnorm", position="rope"
+        registry, attention=attention("gqa"), mlp={"activation": "swiglu", "hidden_dim": 48}, norm="rmsnorm",
+        position="rope",
     )
-    expected = _expected_params(32, 2, 64, 0, 48, bias=False, tied=True, layout="pre", kv_heads=2, gated=True, norm_params=32)
+    expected = _expected_params(32, 2, 64, 0, 48, bias=False, tied=True, layout="pre", kv_heads=2, gated=True,
+                                norm_params=32)
     assert count_parameters(model) == expected
 
 
@@ -116,7 +118,8 @@ def test_residual_dropout_only_in_training(registry):
 
 
 def test_gpt2_residual_projections_use_scaled_init(registry):
-    model = tiny_model(registry, n_layers=8, d_model=256, mlp={"activation": "gelu"}, attention={"name": "mha", "n_heads": 4})
+    model = tiny_model(registry, n_layers=8, d_model=256, mlp={"activation": "gelu"},
+                       attention={"name": "mha", "n_heads": 4})
     std_out = model.blocks[0].attn.out.weight.std().item()
     std_qkv = model.blocks[0].attn.qkv.weight.std().item()
     assert std_qkv == pytest.approx(0.02, rel=0.05)

@@ -46,8 +46,8 @@ def test_generate_greedy_is_reproducible(capsys):
 
 
 def test_generate_batch_prints_each_prompt(capsys):
-    code, out, _ = run(capsys, "generate", str(EXAMPLES / "tiny.toml"), "-p", "a", "-p", "bcd", "-n", "4", "--seed", "1",
-                       "--top-k", "20", "--top-p", "0.9")
+    code, out, _ = run(capsys, "generate", str(EXAMPLES / "tiny.toml"), "-p", "a", "-p", "bcd", "-n", "4",
+                       "--seed", "1", "--top-k", "20", "--top-p", "0.9")
     assert code == 0
     assert "--- 'a'" in out and "--- 'bcd'" in out
 

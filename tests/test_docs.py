@@ -5,13 +5,16 @@
   it registers builds with the arguments corekit gives its kind and works: model parts in a
   whole model (causal, and the KV cache matches the full forward), optimizers step, schedules
   step, tokenizers round-trip, compressors compress a run, templates render, adapters apply,
-  merge and switch off.
+  merge and switch off, stages own a spec section that validates and run (then are current)
+  in ``corekit run``'s loop; commands added by ``corekit_register_commands`` run on the
+  command line.
 - ``README.md`` stays a short entry point holding the two commands verbatim, with no history.
 - Every relative link in ``README.md`` and ``docs/*.md`` points to a file that exists.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -396,6 +399,83 @@ def check_adapter(registry, comp, tmp_path):
         assert torch.allclose(merged(ids), tuned, atol=1e-4)
 
 
+def stage_spec(registry, section: str | None, table) -> object:
+    """A small run spec whose ``section`` (if any) is ``table``."""
+    from helpers import model_section
+
+    from corekit.spec import load_spec
+
+    data = {"model": model_section(vocab_size=VOCAB)}
+    if section is not None:
+        data[section] = table
+    return load_spec(data, registry=registry)
+
+
+def run_context(spec, registry, run_dir: Path):
+    """A :class:`corekit.stage.RunContext` over ``run_dir``, printing into a buffer (``ctx.printed()``)."""
+    import io
+
+    from rich.console import Console
+
+    from corekit.rundir import RunDir
+    from corekit.stage import RunContext
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, highlight=False)
+    ctx = RunContext(spec, RunDir(run_dir), registry, console, console)
+    ctx.printed = buffer.getvalue  # type: ignore[attr-defined]  # the test's own handle on the output
+    return ctx
+
+
+def files_under(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
+
+
+def check_stage(registry, comp, tmp_path):
+    """A stage's section is part of the run spec (model fields, JSON Schema, unknown keys refused);
+    run directly it writes its outputs atomically, after which it is current; and ``corekit run``'s
+    loop (:func:`corekit.stage.run_stages`, with the built-in stages switched off) runs it once and
+    skips it the next time."""
+    from corekit.errors import SpecError
+    from corekit.spec import run_spec_type, spec_schema
+    from corekit.stage import Stage, run_stages, stages
+
+    params, _ = params_of(registry, comp)
+    stage = registry.build("stage", params)
+    assert isinstance(stage, Stage) and stage.name == comp.name
+    assert comp.name in [s.name for s in stages(registry)]
+    if stage.section is not None:
+        assert stage.section in run_spec_type(registry).model_fields
+        assert stage.section in spec_schema(registry)["properties"]
+        with pytest.raises(SpecError, match=rf"{re.escape(stage.section)}\.no_such_key: unknown field"):
+            stage_spec(registry, stage.section, {"no_such_key": 1})
+    spec = stage_spec(registry, stage.section, {})
+    assert stage.wanted(spec), "an empty section (all defaults) should ask for the stage"
+
+    ctx = run_context(spec, registry, tmp_path / "run")
+    assert not stage.current(ctx), "a fresh run directory cannot hold the stage's outputs"
+    stage.run(ctx)
+    written = files_under(ctx.run.path)
+    assert written, "the stage wrote nothing into the run directory"
+    assert not [f for f in written if f.endswith(".tmp")], f"leftover temporary files: {written}"
+    assert stage.current(ctx), "after run() the stage must be current"
+
+    # corekit run: only this stage registered (the built-ins disabled), so the loop is exercised alone
+    module = sys.modules[comp.source.module]
+    builtins = [f"stage:{s.name}" for s in stages(registry) if s.name != comp.name]
+    user_file = tmp_path / "registry.toml"
+    user_file.write_text(f"disable = {json.dumps(builtins)}\n", encoding="utf-8")
+    alone = load_registry(user_file, autoload=False, plugins=[module])
+    assert [s.name for s in stages(alone)] == [comp.name]
+    spec = stage_spec(alone, stage.section, {})
+    ctx = run_context(spec, alone, tmp_path / "looped")
+    run_stages(ctx)
+    assert files_under(ctx.run.path) == written
+    first = ctx.printed()
+    run_stages(ctx)
+    assert ctx.printed() != first and "skipped" in ctx.printed()[len(first):], "a current stage must be skipped"
+
+
 CHECKS = {
     "norm": check_norm,
     "activation": check_activation,
@@ -409,7 +489,18 @@ CHECKS = {
     "compressor": check_compressor,
     "template": check_template,
     "adapter": check_adapter,
+    "stage": check_stage,
 }
+
+
+def commands_of(module) -> list[str]:
+    """The command names ``module``'s ``corekit_register_commands`` adds to a bare app."""
+    import typer
+
+    app = typer.Typer()
+    module.corekit_register_commands(app=app)
+    return [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands] + [
+        g.name for g in app.registered_groups]
 
 
 def check_other_hooks(registry, module):
@@ -426,6 +517,19 @@ def check_other_hooks(registry, module):
 
         callbacks = [cb for cbs in hooks.corekit_trainer_callbacks(spec=spec) for cb in cbs]
         assert callbacks and all(isinstance(cb, Callback) for cb in callbacks)
+    if hasattr(module, "corekit_register_commands"):
+        from typer.testing import CliRunner
+
+        from corekit.cli.main import make_app
+
+        app = make_app(registry)  # the built-in commands and the block's, no name clash
+        names = commands_of(module)
+        assert names
+        result = CliRunner().invoke(app, ["--help"])
+        assert result.exit_code == 0 and all(name in result.output for name in names), result.output
+        for name in names:
+            result = CliRunner().invoke(app, [name, "--help"])
+            assert result.exit_code == 0, result.output
     if hasattr(module, "corekit_prepare_export"):
         model = tiny_model(registry)
         prepared = hooks.corekit_prepare_export(model=model, spec=spec)
@@ -446,16 +550,92 @@ def test_plugin_example_registers_builds_and_works(block, monkeypatch, tmp_path)
         work.mkdir()
         CHECKS[comp.kind](registry, comp, work)
     check_other_hooks(registry, module)
-    assert components or hasattr(module, "corekit_trainer_callbacks") or hasattr(module, "corekit_prepare_export")
+    assert components or any(hasattr(module, hook) for hook in (
+        "corekit_trainer_callbacks", "corekit_prepare_export", "corekit_register_commands"))
 
 
 def test_a_broken_example_fails(monkeypatch, tmp_path):
     """The checks catch a doc example whose component does not work (here: a norm that changes the shape)."""
     broken = next(b for b in PLUGIN_BLOCKS if 'registry.add("norm"' in b.code)
-    broken = Block(broken.path, broken.line, broken.code.replace("return DyT(ctx.d_model,", "return DyT(ctx.d_model + 1,"))
+    broken = Block(broken.path, broken.line,
+                   broken.code.replace("return DyT(ctx.d_model,", "return DyT(ctx.d_model + 1,"))
     registry, _, components = load_block(broken, monkeypatch)
     with pytest.raises(Exception):
         check_norm(registry, components[0], tmp_path)
+
+
+def block_with(text: str) -> Block:
+    return next(b for b in PLUGIN_BLOCKS if text in b.code)
+
+
+def test_the_stage_example_writes_its_card_and_is_then_current(monkeypatch, tmp_path):
+    """The `card` stage of the guide: [card] is a run spec section, and its card says what the spec says."""
+    from corekit.errors import SpecError
+    from corekit.spec import run_spec_type, spec_schema
+
+    registry, module, components = load_block(block_with('registry.add("stage"'), monkeypatch)
+    assert [c.name for c in components] == ["card"]
+    assert "card" in run_spec_type(registry).model_fields
+    assert spec_schema(registry)["properties"]["card"]
+    with pytest.raises(SpecError, match=r"card\.titel: unknown field 'titel'; allowed: title, license, intended_use"):
+        stage_spec(registry, "card", {"titel": "typo"})
+    stage = registry.build("stage", "card")
+    assert not stage.wanted(stage_spec(registry, None, None)), "a spec without [card] must skip the stage"
+
+    spec = stage_spec(registry, "card", {"title": "tiny", "license": "MIT"})
+    ctx = run_context(spec, registry, tmp_path / "run")
+    assert stage.wanted(spec) and not stage.current(ctx)
+    stage.run(ctx)
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert card.startswith("# tiny\n") and "2 layers, width 32" in card and "- license: MIT" in card
+    assert stage.current(ctx)
+    changed = run_context(stage_spec(registry, "card", {"title": "renamed"}), registry, tmp_path / "run")
+    assert not stage.current(changed), "a changed [card] must make the stage run again"
+
+
+def test_the_commands_example_runs_on_the_command_line(monkeypatch, tmp_path):
+    """`corekit runs ROOT` of the guide, through the real command line of a registry holding it."""
+    from typer.testing import CliRunner
+
+    from corekit.cli.main import make_app
+    from corekit.errors import CorekitError
+
+    registry, module, _ = load_block(block_with("def corekit_register_commands"), monkeypatch)
+    app = make_app(registry)
+    root = tmp_path / "runs"
+    for run, files in {"tiny": ["spec.toml", "tokenizer.json", "data/manifest.json", "model.safetensors",
+                                "export/corekit-export.json"],
+                       "fresh": ["spec.toml"], "not-a-run": ["notes.txt"]}.items():
+        for file in files:
+            (root / run / file).parent.mkdir(parents=True, exist_ok=True)
+            (root / run / file).write_text("", encoding="utf-8")
+    result = CliRunner().invoke(app, ["runs", str(root)])
+    assert result.exit_code == 0, result.output
+    assert result.output == "fresh: nothing yet\ntiny: tokenizer, data, trained, exported\n"
+    result = CliRunner().invoke(app, ["runs", str(tmp_path / "missing")])
+    assert isinstance(result.exception, CorekitError)
+
+
+def test_a_command_name_already_taken_is_an_error_naming_both(monkeypatch):
+    from corekit.cli.main import make_app
+    from corekit.errors import PluginConflictError
+
+    block = block_with("def corekit_register_commands")
+    clashing = Block(block.path, block.line, block.code.replace('app.command("runs")', 'app.command("train")'))
+    registry, _, _ = load_block(clashing, monkeypatch)
+    with pytest.raises(PluginConflictError,
+                       match=r"`corekit train`: corekit:corekit_plugins\.commands and .*corekit_docs_example"):
+        make_app(registry)
+
+
+def test_a_broken_stage_example_fails(monkeypatch, tmp_path):
+    """The stage checks catch a section that lets unknown keys through."""
+    block = block_with('registry.add("stage"')
+    broken = Block(block.path, block.line, block.code.replace('extra="forbid"', 'extra="ignore"'))
+    assert broken.code != block.code
+    registry, _, components = load_block(broken, monkeypatch)
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        check_stage(registry, components[0], tmp_path)
 
 
 # --------------------------------------------------------------------------- README and links
@@ -498,7 +678,8 @@ def anchors(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_point_to_existing_files_and_headings(path):
     broken = []
-    for target in relative_links(path) + [t for t in LINK.findall(path.read_text(encoding="utf-8")) if t.startswith("#")]:
+    for target in relative_links(path) + [t for t in LINK.findall(path.read_text(encoding="utf-8"))
+                                          if t.startswith("#")]:
         file, _, anchor = target.partition("#")
         linked = (path.parent / file) if file else path
         if not linked.exists():
@@ -510,12 +691,15 @@ def test_relative_links_point_to_existing_files_and_headings(path):
 
 def test_the_spec_reference_covers_every_section_field_and_builtin_component(registry):
     """docs/specs.md names every field of every section and of every built-in component."""
+    from corekit.data.spec import DataSpec
+    from corekit.export.spec import ExportSpec
     from corekit.finetune.spec import FinetuneData, FinetuneSpec
-    from corekit.spec import DataSpec, ExportSpec, ModelSpec, RunSpec, TrainSpec
+    from corekit.spec import ModelSpec, run_spec_type
+    from corekit.train.spec import TrainSpec
 
     text = (ROOT / "docs" / "specs.md").read_text(encoding="utf-8")
     missing = []
-    for model in (RunSpec, ModelSpec, DataSpec, TrainSpec, ExportSpec, FinetuneSpec, FinetuneData):
+    for model in (run_spec_type(registry), ModelSpec, DataSpec, TrainSpec, ExportSpec, FinetuneSpec, FinetuneData):
         missing += [f"{model.__name__}.{f}" for f in model.model_fields
                     if f"`{f}`" not in text and f"`[{f}]`" not in text]  # a section: `[model]`
     for comp in registry.components():

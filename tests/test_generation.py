@@ -142,7 +142,8 @@ def test_generation_stops_at_context_length(registry):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"temperature": -1}, "temperature"), ({"top_k": 0}, "top_k"), ({"top_p": 1.5}, "top_p"), ({"max_new_tokens": -2}, "max_new_tokens")],
+    [({"temperature": -1}, "temperature"), ({"top_k": 0}, "top_k"), ({"top_p": 1.5}, "top_p"),
+     ({"max_new_tokens": -2}, "max_new_tokens")],
 )
 def test_bad_sampling_arguments(registry, kwargs, match):
     model = tiny_model(registry)

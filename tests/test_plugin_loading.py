@@ -59,7 +59,9 @@ def plugin_env(*pythonpath: Path, autoload: bool = True, **extra: str) -> dict[s
     return env
 
 
-def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     assert CLI is not None, "the corekit console script is not installed"
     return subprocess.run(
         [CLI, *args], env=env, cwd=cwd or Path.cwd(), capture_output=True, text=True, timeout=timeout
@@ -217,20 +219,47 @@ def test_moe_feedforward_matches_a_hand_computation(example_on_path):
 
 
 @pytest.mark.slow
-def test_example_spec_trains_with_the_moe_block(example_site, tmp_path):
+def test_example_stage_and_command_work_through_corekit_run(example_site, tmp_path):
+    """The example package's stage (with its [experts] section), feed-forward block and command:
+    `corekit run` trains the mixture of experts and runs the stage after the built-in ones; a
+    second run skips it as current; `corekit experts` shows the same figures."""
     corpus = tmp_path / "corpus"
     for i in range(20):
         write(corpus / f"{i}.txt", " ".join(f"line {i}.{j}: the quick brown fox jumps" for j in range(20)))
     run = tmp_path / "run"
-    proc = run_cli("train", str(EXAMPLE_SPEC), "--run-dir", str(run), "-j", "1", "--set", "train.max_steps=3",
-                   "--set", "train.batch_size=2", "--set", f'data.paths=["{corpus}"]', "--set", "data.min_chars=1",
-                   env=plugin_env(example_site), timeout=300)
+    args = ["run", str(EXAMPLE_SPEC), "--run-dir", str(run), "-j", "1", "--set", "train.max_steps=3",
+            "--set", "train.batch_size=2", "--set", f'data.paths=["{corpus}"]', "--set", "data.min_chars=1",
+            "--set", "experts.windows=4"]
+    proc = run_cli(*args, env=plugin_env(example_site), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from safetensors import safe_open
 
     with safe_open(str(run / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert {"blocks.0.mlp.router.weight", "blocks.0.mlp.up.3.weight", "blocks.1.mlp.down.0.weight"} <= keys
+    report = json.loads((run / "experts.json").read_text())
+    assert report["windows"] == 4 and len(report["layers"]) == 2
+    for shares in report["layers"].values():
+        assert len(shares) == 4 and math.isclose(sum(shares), 1.0, rel_tol=1e-5) and min(shares) >= 0
+    stderr = " ".join(proc.stderr.split())
+    assert stderr.index("train") < stderr.index("experts ->")  # the plugin's stage ran after training
+    assert "expert 3" in proc.stdout
+
+    again = run_cli(*args, env=plugin_env(example_site), timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "experts.json is current; skipped" in " ".join(again.stderr.split())
+
+    shown = run_cli("experts", str(run), "--windows", "4", env=plugin_env(example_site))
+    assert shown.returncode == 0, shown.stderr
+    first_layer = next(iter(report["layers"].values()))
+    assert f"{first_layer[0]:.1%}" in shown.stdout
+
+    schema = json.loads(run_cli("spec", "schema", env=plugin_env(example_site)).stdout)
+    assert schema["$defs"]["ExpertsSpec"]["additionalProperties"] is False
+    rows = json.loads(run_cli("plugins", "--json", "--kind", "stage", env=plugin_env(example_site)).stdout)
+    assert ("experts", "corekit-example-plugin") in {(r["name"], r["package"]) for r in rows}
+    bad = run_cli("spec", "validate", str(EXAMPLE_SPEC), "--set", "experts.window=3", env=plugin_env(example_site))
+    assert_clean_error(bad, "experts.window", "windows")
 
 
 @pytest.mark.slow
@@ -604,7 +633,8 @@ def test_local_module_replaces_builtin(tmp_path):
 
     from corekit.spec import load_spec
 
-    spec = load_spec({"model": {"attention": {"n_heads": 4}, "norm": {"name": "rmsnorm", "flavour": "x"}}}, registry=reg)
+    spec = load_spec({"model": {"attention": {"n_heads": 4}, "norm": {"name": "rmsnorm", "flavour": "x"}}},
+                     registry=reg)
     assert type(spec.model.norm).__name__ == "LocalRMSNormParams" and spec.model.norm.flavour == "x"
 
 
@@ -662,7 +692,8 @@ MISBEHAVING = {
         "from corekit.params import Params\n\n"
         "class LooseParams(Params):\n    model_config = ConfigDict(extra='allow')\n"
         "    name: Literal['loose'] = 'loose'\n\n"
-        "@hookimpl\ndef corekit_register_components(registry):\n    registry.add('norm', LooseParams, lambda p, c: None)\n",
+        "@hookimpl\ndef corekit_register_components(registry):\n"
+        "    registry.add('norm', LooseParams, lambda p, c: None)\n",
         "extra='forbid'",
     ),
 }

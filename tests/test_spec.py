@@ -248,7 +248,8 @@ def test_override_inside_shorthand_component(registry):
 def test_override_creates_missing_tables(registry):
     run = load_spec(
         {"model": {"attention": {"n_heads": 4}}},
-        ["model.attention.name=gqa", "model.attention.n_kv_heads=2", "train.optimizer.name=adamw", "data.paths=['a.txt']"],
+        ["model.attention.name=gqa", "model.attention.n_kv_heads=2", "train.optimizer.name=adamw",
+         "data.paths=['a.txt']"],
         registry=registry,
     )
     assert run.model.attention.name == "gqa" and run.model.attention.kv_heads == 2
@@ -341,7 +342,8 @@ def test_runtime_plugin_in_schema(plugin_registry):
     shorthand, tagged = _slot_names(_component_slots(schema)["norm"])
     assert {"layernorm", "rmsnorm", "testnorm"} <= shorthand
     assert {"layernorm", "rmsnorm", "testnorm"} <= tagged
-    test_def = next(d for d in schema["$defs"].values() if d.get("properties", {}).get("name", {}).get("const") == "testnorm")
+    test_def = next(d for d in schema["$defs"].values()
+                    if d.get("properties", {}).get("name", {}).get("const") == "testnorm")
     assert test_def["properties"]["alpha"]["type"] == "number"
 
 

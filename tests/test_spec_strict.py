@@ -126,7 +126,8 @@ VALID_CASES = [
     ("export-known-keys", ["export.quantize='none'", "export.opset=18"]),
     ("adamw-betas-edges", ["train.optimizer.betas=[0.0, 0.9999]"]),
     ("lion-betas", ["train.optimizer.name='lion'", "train.optimizer.betas=[0.0, 0.999]"]),
-    ("sgd-momentum-edges", ["train.optimizer.name='sgd'", "train.optimizer.momentum=0.0", "train.optimizer.dampening=1.0"]),
+    ("sgd-momentum-edges",
+     ["train.optimizer.name='sgd'", "train.optimizer.momentum=0.0", "train.optimizer.dampening=1.0"]),
     ("sgd-nesterov", ["train.optimizer.name='sgd'", "train.optimizer.nesterov=true", "train.optimizer.momentum=0.5"]),
     ("devices-one", ["train.devices=1"]),
     ("devices-auto", ["train.devices='auto'"]),
@@ -150,7 +151,8 @@ def test_boundary_values_still_validate(tmp_path, capsys, monkeypatch, overrides
 def test_export_section_with_every_field_validates(registry):
     from corekit.spec import load_spec
 
-    data = {"model": {"attention": {"name": "mha", "n_heads": 4}}, "export": {"format": "onnx", "quantize": "int8", "opset": 20}}
+    data = {"model": {"attention": {"name": "mha", "n_heads": 4}},
+            "export": {"format": "onnx", "quantize": "int8", "opset": 20}}
     assert load_spec(data, registry=registry).export.opset == 20
 
 
@@ -160,7 +162,7 @@ def test_strategy_names_match_lightnings_registry():
     is exactly what the installed Lightning registers."""
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from corekit.spec import LIGHTNING_STRATEGIES, STRATEGIES
+    from corekit.train.spec import LIGHTNING_STRATEGIES, STRATEGIES
 
     assert sorted(LIGHTNING_STRATEGIES) == sorted(StrategyRegistry.available_strategies())
     assert "auto" in STRATEGIES and "auto" not in LIGHTNING_STRATEGIES
@@ -169,7 +171,7 @@ def test_strategy_names_match_lightnings_registry():
 def test_seed_bounds_are_numpys():
     import numpy as np
 
-    from corekit.spec import MAX_SEED
+    from corekit.train.spec import MAX_SEED
 
     np.random.seed(MAX_SEED)
     np.random.seed(0)

@@ -82,7 +82,9 @@ def tokenizer_train(
 def data_prepare(
     spec_file: Path = typer.Argument(..., help="a run spec"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help=RUN_DIR_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="tokenizer processes (default: all cores)"),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-j", min=1, help="tokenizer processes (default: all cores)"
+    ),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Train the tokenizer if the run has none, then tokenize the corpus into shards."""

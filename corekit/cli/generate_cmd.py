@@ -45,17 +45,23 @@ def _open(target: Path, run_dir: Optional[Path], set_: list[str]):
 
 
 def generate(
-    target: Path = typer.Argument(..., help="a run directory, or a run spec (its run's weights if trained, else random)"),
+    target: Path = typer.Argument(
+        ..., help="a run directory, or a run spec (its run's weights if trained, else random)"
+    ),
     prompt: List[str] = typer.Option(..., "--prompt", "-p", help="prompt text (repeat for a batch)"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="most tokens to add"),
     temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 = greedy"),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="sample from the k most likely tokens"),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus sampling mass"),
     seed: int = typer.Option(0, "--seed", help="seed for weights initialisation and sampling"),
-    stop: List[str] = typer.Option([], "--stop", help="stop text: a special token or single-token string (default: <|endoftext|>)"),
+    stop: List[str] = typer.Option(
+        [], "--stop", help="stop text: a special token or single-token string (default: <|endoftext|>)"
+    ),
     stop_id: List[int] = typer.Option([], "--stop-id", help="stop token id (repeatable)"),
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set model.n_layers=2"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where a spec's trained tokenizer is (default: runs/<spec stem>)"),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", help="where a spec's trained tokenizer is (default: runs/<spec stem>)"
+    ),
 ) -> None:
     """Generate text from a run's trained model (random, seeded weights if it has none yet)."""
     from corekit.generation import check_sampling

@@ -21,55 +21,80 @@ KIT_MODULES = {"torch", "lightning", "torchmetrics", "safetensors", "matplotlib"
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-app = typer.Typer(
-    name="corekit",
-    help="Compose, train, compress and ship GPT-style language models from plugins.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain click help: with rich markup, "[export]" and "[compress]" in help texts (spec
-    # sections) would be read as markup tags and vanish. Sub-apps set the same.
-    rich_markup_mode=None,
-)
-
-
-@app.callback()
 def _global(
     registry: Optional[Path] = typer.Option(
         None, "--registry", help="a user registry.toml (default: $COREKIT_REGISTRY or ./registry.toml)"
     ),
     strict: bool = typer.Option(False, "--strict", help="a plugin that fails to load is an error, not a warning"),
 ) -> None:
+    """Compose, train, compress and ship GPT-style language models from plugins."""
     from corekit import plugins
 
-    plugins.configure(registry, strict)
+    plugins.configure(registry, strict)  # already read from the command line by main(); a no-op then
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     err_console.print(f"warning: {message}", markup=False, style="yellow")
 
 
-def _register_commands() -> None:
-    from corekit.cli import (
-        compress_cmd, data_cmd, export_cmd, finetune_cmd, generate_cmd, plugins_cmd, run_cmd, spec_cmd, train_cmd,
+def make_app(registry) -> typer.Typer:
+    """The ``corekit`` command line with every plugin's commands (the ``corekit_register_commands``
+    hook, plugin by plugin in load order; the built-in commands are the plugin
+    ``corekit_plugins.commands``). A command name two plugins claim is an error naming both."""
+    from corekit.errors import PluginConflictError
+
+    app = typer.Typer(
+        name="corekit",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain click help: with rich markup, "[export]" and "[compress]" in help texts (spec
+        # sections) would be read as markup tags and vanish. Sub-apps set the same.
+        rich_markup_mode=None,
     )
+    app.callback()(_global)
+    manager = registry.plugin_manager
+    if manager is None:
+        return app
+    owners: dict[str, str] = {}
+    for impl in manager.hook.corekit_register_commands.get_hookimpls():  # in load order
+        before = len(app.registered_commands), len(app.registered_groups)
+        impl.function(app=app)
+        added = [c.name or getattr(c.callback, "__name__", "?").replace("_", "-")
+                 for c in app.registered_commands[before[0]:]]
+        added += [g.name or "" for g in app.registered_groups[before[1]:]]
+        for name in added:
+            if name in owners:
+                raise PluginConflictError(
+                    f"two plugins add the command `corekit {name}`: {owners[name]} and {impl.plugin_name}; "
+                    "uninstall one of them, or take its module out of your registry.toml's modules"
+                )
+            owners[name] = impl.plugin_name
+    return app
 
-    app.command("plugins")(plugins_cmd.plugins)
-    app.add_typer(spec_cmd.app, name="spec")
-    app.add_typer(data_cmd.tokenizer_app, name="tokenizer")
-    app.add_typer(data_cmd.data_app, name="data")
-    app.command("train")(train_cmd.train)
-    app.command("eval")(run_cmd.evaluate)
-    app.command("run")(run_cmd.run)
-    app.command("generate")(generate_cmd.generate)
-    app.command("compress")(compress_cmd.compress)
-    app.command("finetune")(finetune_cmd.finetune)
-    app.command("classify")(finetune_cmd.classify)
-    app.command("chat")(finetune_cmd.chat)
-    app.add_typer(export_cmd.app, name="export")
+
+def _global_options(argv: list[str]) -> tuple[str | None, bool]:
+    """``--registry`` and ``--strict`` from before the command name: the plugins that provide the
+    commands must load before the command line can be parsed."""
+    registry, strict, i = None, False, 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg == "--strict":
+            strict = True
+        elif arg == "--registry" and i + 1 < len(argv):
+            registry, i = argv[i + 1], i + 1
+        elif arg.startswith("--registry="):
+            registry = arg.partition("=")[2]
+        i += 1
+    return registry, strict
 
 
-_register_commands()
+def __getattr__(name: str):
+    if name == "app":  # the command line with the shared registry's commands (typer.testing uses it)
+        from corekit.plugins import get_registry
+
+        return make_app(get_registry())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,8 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
     # torch's own deprecation inside Lightning's internals: nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="corekit")
+        from corekit import plugins
+
+        plugins.configure(*_global_options(argv))
+        make_app(plugins.get_registry())(args=argv, prog_name="corekit")
     except CorekitError as exc:
         err_console.print(f"error: {exc}", markup=False)
         sys.exit(2)

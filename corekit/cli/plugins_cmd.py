@@ -51,10 +51,11 @@ def _show(rows: list[dict], what: str, columns: tuple[str, ...], as_json: bool) 
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{len(rows)} {what}", title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(row[c] for c in columns))
+        table.add_row(*(Text(row[c]) for c in columns))  # plain text: "[train]" is a section, not markup
     Console().print(table)

@@ -41,7 +41,9 @@ def validate(
 
 
 @app.command()
-def schema(out: Optional[Path] = typer.Option(None, "--out", "-o", help="write to this file instead of stdout")) -> None:
+def schema(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write to this file instead of stdout"),
+) -> None:
     """Print the JSON Schema of a run spec, covering every installed plugin."""
     from corekit.io import atomic_write_text
     from corekit.plugins import get_registry

@@ -10,7 +10,9 @@ import typer
 
 def train(
     spec_file: Path = typer.Argument(..., help="a run spec"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="the run directory (default: runs/<spec file stem>)"),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", help="the run directory (default: runs/<spec file stem>)"
+    ),
     set_: List[str] = typer.Option([], "--set", help="override a spec field, e.g. --set train.max_steps=50"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run's last checkpoint"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="tokenizer processes for data prepare"),

@@ -44,7 +44,8 @@ def compressor_params(name: str, overrides: Iterable[str] = (), registry=None, f
                                [f"compressor.{item}" for item in overrides])
     except SpecError as exc:
         raise SpecError([SpecIssue("--set", i.message.replace("'compressor.", "'", 1)) for i in exc.issues]) from None
-    holder = registry.resolve(create_model("CompressorChoice", __base__=BaseModel, compressor=(Slot["compressor"], ...)))
+    slot = Slot["compressor"]  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
+    holder = registry.resolve(create_model("CompressorChoice", __base__=BaseModel, compressor=(slot, ...)))
     try:
         return holder.model_validate(data).compressor
     except ValidationError as exc:

@@ -154,7 +154,9 @@ def prepare_shards(
     """
     eot = tokenizer.eot_id
     if eot is None:
-        raise CorekitError("tokenizer.special_tokens must include '<|endoftext|>': it separates documents in the shards")
+        raise CorekitError(
+            "tokenizer.special_tokens must include '<|endoftext|>': it separates documents in the shards"
+        )
     dtype = dtype_for(tokenizer.vocab_size)
     config = {
         "tokenizer_sha256": tokenizer_sha256,

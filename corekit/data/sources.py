@@ -28,12 +28,12 @@ import sysconfig
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from corekit.errors import CorekitError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from corekit.spec import DataSpec
+    from corekit.data.spec import DataSpec
 
 TEST_DIRS = {"test", "tests", "idle_test"}
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
@@ -100,7 +100,8 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[Document]:
         if not isinstance(record, dict) or field not in record:
             fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
             raise CorekitError(
-                f"{path}:{lineno}: no field {field!r} (found: {fields}); set data.text_field to the field holding the text"
+                f"{path}:{lineno}: no field {field!r} (found: {fields}); "
+                "set data.text_field to the field holding the text"
             )
         if not isinstance(record[field], str):
             raise CorekitError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}, not text")
@@ -134,7 +135,7 @@ def _text_documents(path: Path, max_bytes: int) -> Iterator[Document]:
 
 
 def file_documents(
-    patterns: list[str], text_field: str = "text", suffixes: list[str] = (), max_document_bytes: int = 1 << 20
+    patterns: list[str], text_field: str = "text", suffixes: Sequence[str] = (), max_document_bytes: int = 1 << 20
 ) -> Iterator[Document]:
     """Documents from files, globs and directories; ``.jsonl`` files give one per line.
 

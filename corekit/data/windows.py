@@ -142,7 +142,8 @@ class ValWindows(Dataset):
         self.shards, self.length = shards, context_length
         counts = [max(0, (e["tokens"] - 1) // context_length) for e in shards.entries]
         total = sum(counts)
-        picks = sorted({round(k * total / max_windows) for k in range(max_windows)}) if total > max_windows else range(total)
+        picks = (sorted({round(k * total / max_windows) for k in range(max_windows)})
+                 if total > max_windows else range(total))
         cumulative = np.cumsum(counts).tolist()
         self.starts: list[tuple[int, int]] = []
         for chunk in picks:

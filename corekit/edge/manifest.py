@@ -27,7 +27,8 @@ REQUIRED = ("format", "format_version", "files", "model", "cache", "inputs", "ou
 
 def file_entries(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """``{name: {"sha256": ..., "bytes": ...}}`` for the named files of ``directory``."""
-    return {name: {"sha256": file_sha256(directory / name), "bytes": (directory / name).stat().st_size} for name in names}
+    return {name: {"sha256": file_sha256(directory / name), "bytes": (directory / name).stat().st_size}
+            for name in names}
 
 
 def read_manifest(bundle: str | Path, *, verify: bool = True) -> dict[str, Any]:
@@ -47,7 +48,9 @@ def read_manifest(bundle: str | Path, *, verify: bool = True) -> dict[str, Any]:
         raise CorekitError(f"{bundle} is not a directory; pass the directory written by `corekit export onnx`")
     path = bundle / MANIFEST
     if not path.is_file():
-        raise CorekitError(f"{bundle} has no {MANIFEST}; it is not a corekit export bundle (or the export did not finish)")
+        raise CorekitError(
+            f"{bundle} has no {MANIFEST}; it is not a corekit export bundle (or the export did not finish)"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -90,14 +93,19 @@ def check_fields(path: Path, manifest: dict[str, Any]) -> None:
     need("model", ("vocab_size", "context_length"), int)
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(
-        isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int) for e in files.values()
+        isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)
+        for e in files.values()
     ):
         problems.append("files must map each file name to {sha256, bytes}")
-    elif not {MODEL, TOKENIZER} <= set(files) or ((path.parent / (MODEL + ".data")).exists() and MODEL + ".data" not in files):
+    elif not {MODEL, TOKENIZER} <= set(files) or (
+        (path.parent / (MODEL + ".data")).exists() and MODEL + ".data" not in files
+    ):
         problems.append(f"files must list {MODEL}, {TOKENIZER} (and {MODEL}.data when present)")
     if not isinstance(manifest.get("tokenizer"), dict):
         problems.append("tokenizer must be a table")
-    if not isinstance(manifest.get("inputs"), list) or not all(isinstance(i, dict) and "name" in i for i in manifest["inputs"]):
+    if not isinstance(manifest.get("inputs"), list) or not all(
+        isinstance(i, dict) and "name" in i for i in manifest["inputs"]
+    ):
         problems.append("inputs must be a list of {name, ...}")
     if problems:
         raise CorekitError(f"{path} is damaged or hand-edited: {'; '.join(problems)}; re-export the bundle")

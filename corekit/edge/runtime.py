@@ -137,7 +137,9 @@ class EdgeModel:
             raise CorekitError(f"prompt token ids {bad[:5]} are outside the model's vocabulary [0, {self.vocab_size})")
         longest = max(len(r) for r in rows)
         if longest >= self.context_length:
-            raise CorekitError(f"a prompt of {longest} tokens leaves no room in the context of {self.context_length} tokens")
+            raise CorekitError(
+                f"a prompt of {longest} tokens leaves no room in the context of {self.context_length} tokens"
+            )
         stops = {self._stop_id(s) for s in stop_tokens if s is not None}
         limits = [min(max_new_tokens, self.context_length - len(r)) for r in rows]
         rng = np.random.default_rng(seed)
@@ -199,6 +201,8 @@ class EdgeModel:
     def _stop_id(self, stop: int | str) -> int:
         if isinstance(stop, str):
             if stop not in self.special_tokens:
-                raise CorekitError(f"stop token {stop!r} is not a special token of this bundle; known: {sorted(self.special_tokens)}")
+                raise CorekitError(
+                    f"stop token {stop!r} is not a special token of this bundle; known: {sorted(self.special_tokens)}"
+                )
             return self.special_tokens[stop]
         return int(stop)

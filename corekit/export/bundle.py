@@ -154,7 +154,8 @@ def export_run(
         check["tolerance"] = tolerance
         if not check["max_abs_logit_diff"] <= tolerance:
             raise CorekitError(
-                f"export check failed: onnxruntime and PyTorch logits differ by up to {check['max_abs_logit_diff']:.3g} "
+                "export check failed: onnxruntime and PyTorch logits differ by up to "
+                f"{check['max_abs_logit_diff']:.3g} "
                 f"(allowed {tolerance:g}) at (batch, new, past) shapes {check['cases']}; no bundle was written. "
                 "A component probably behaves differently when traced; offer an export path via corekit_prepare_export"
             )

@@ -82,7 +82,9 @@ class CachedDecoder(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         cache = KVCache(len(past) // 2)
         for i, layer in enumerate(cache.layers):
             layer.k, layer.v = past[2 * i], past[2 * i + 1]  # (B, H_kv, P, D)
@@ -118,7 +120,8 @@ def export_graph(model: nn.Module, path: str | Path, *, opset: int | None = None
     batch, seq, past = dim("batch"), dim("sequence"), dim("past_sequence", min=0)
     # the example must not use sizes 0 or 1, which torch.export would specialise on
     example = random_inputs(layout, model.vocab_size, 2, 3, 4, generator=torch.Generator().manual_seed(0))
-    dynamic = ({0: batch, 1: seq}, {0: batch, 1: dim.AUTO}, tuple({0: batch, 2: past} for _ in range(2 * layout.n_layers)))
+    dynamic = ({0: batch, 1: seq}, {0: batch, 1: dim.AUTO},
+               tuple({0: batch, 2: past} for _ in range(2 * layout.n_layers)))
     names = past_names(layout.n_layers)
     outputs = [LOGITS, *present_names(layout.n_layers)]
     exporter_log = logging.getLogger("torch.onnx")

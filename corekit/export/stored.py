@@ -89,7 +89,8 @@ def write_stored_integers(src: str | Path, dst: str | Path, model, *, accuracy_l
             blob, scales = _blocks(module, block)
             graph.initializer.extend([numpy_helper.from_array(blob, f"{name}_Q{module.bits}G{block}"),
                                       numpy_helper.from_array(scales, f"{name}_scales")])
-            made[name] = (f"{name}_Q{module.bits}G{block}", f"{name}_scales", module.in_features, module.out_features, block)
+            made[name] = (f"{name}_Q{module.bits}G{block}", f"{name}_scales", module.in_features, module.out_features,
+                          block)
         blob_name, scales_name, k, n, _ = made[name]
         nodes[index] = helper.make_node(
             "MatMulNBits", [node.input[0], blob_name, scales_name], list(node.output), name=node.name or None,

@@ -98,7 +98,8 @@ def _read_csv(path: Path) -> list[Record]:
                 continue
             if len(row) != len(header):
                 raise DataError(
-                    f"{path}:{reader.line_num}: {len(row)} cells, but the header has {len(header)} ({', '.join(header)}); "
+                    f"{path}:{reader.line_num}: {len(row)} cells, but the header has {len(header)} "
+                    f"({', '.join(header)}); "
                     "quote cells that contain commas"
                 )
             records.append(Record(str(path), reader.line_num, dict(zip(header, row))))
@@ -107,7 +108,9 @@ def _read_csv(path: Path) -> list[Record]:
 
 def _text(record: Record, field: str, what: str) -> str:
     if field not in record.fields:
-        raise DataError(f"{record.where}: missing field {field!r} ({what}; found {', '.join(map(repr, record.fields)) or 'none'})")
+        raise DataError(
+            f"{record.where}: missing field {field!r} ({what}; found {', '.join(map(repr, record.fields)) or 'none'})"
+        )
     value = record.fields[field]
     if isinstance(value, (int, float)) and not isinstance(value, bool):  # a JSON number: its text
         value = str(value)
@@ -189,10 +192,13 @@ def conversation(record: Record) -> list[dict[str, str]]:
 def preference_triple(record: Record) -> tuple[str, str, str]:
     """``(prompt, chosen, rejected)`` of a preference record."""
     what = "preference records need 'prompt', 'chosen' and 'rejected'"
-    return tuple(_text(record, f, what) for f in ("prompt", "chosen", "rejected"))  # type: ignore[return-value]
+    prompt, chosen, rejected = (_text(record, f, what) for f in ("prompt", "chosen", "rejected"))
+    return prompt, chosen, rejected
 
 
-def split(records: list[Record], val_path: str | None, val_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+def split(
+    records: list[Record], val_path: str | None, val_fraction: float, seed: int
+) -> tuple[list[Record], list[Record]]:
     """Train and validation records: ``val_path``'s, or a seeded ``val_fraction`` of ``records``
     (at least one of each when there are two or more)."""
     if val_path is not None:

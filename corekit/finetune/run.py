@@ -49,14 +49,18 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
     data = apply_overrides(read_spec_file(spec_file), overrides)
     ft = data.get("finetune")
     if not isinstance(ft, dict):
-        raise SpecError([SpecIssue("finetune", "a fine-tuning spec needs a [finetune] table naming base, task and data")], label)
+        raise SpecError(
+            [SpecIssue("finetune", "a fine-tuning spec needs a [finetune] table naming base, task and data")], label
+        )
     others = sorted(set(data) - set(OWN_SECTIONS))
     if others:
         raise _located(SpecError([SpecIssue(k, f"section {k!r} comes from the base run; a fine-tuning spec holds only "
                                                f"{', '.join(OWN_SECTIONS)}") for k in others], label), spec_file)
     if not isinstance(ft.get("base"), str):
-        raise _located(SpecError([SpecIssue("finetune.base", "required: the trained run directory to start from")], label),
-                       spec_file)
+        raise _located(
+            SpecError([SpecIssue("finetune.base", "required: the trained run directory to start from")], label),
+            spec_file,
+        )
     try:
         opened = Run.open(ft["base"], registry)
     except SpecError:
@@ -201,8 +205,8 @@ def prepare(spec, base, base_spec, registry) -> Prepared:
                     out.append(pair)
     for name, items in (("train", p.train), ("val", p.val)):
         if not items:
-            raise CorekitError(f"no {name} example keeps a response token within finetune.max_length = {max_len} tokens "
-                               f"({p.dropped} cut away); shorten the prompts or raise max_length")
+            raise CorekitError(f"no {name} example keeps a response token within finetune.max_length = {max_len} "
+                               f"tokens ({p.dropped} cut away); shorten the prompts or raise max_length")
     return p
 
 

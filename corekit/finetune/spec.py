@@ -49,7 +49,7 @@ class FinetuneSpec(BaseModel):
                     "tuning, loss on responses only; preference: DPO on chosen/rejected pairs"
     )
     data: FinetuneData
-    adapter: Slot["adapter"] | None = Field(  # type: ignore[valid-type]
+    adapter: Slot["adapter"] | None = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
         None, description="an adapter (lora | <plugin>): only its weights train and are saved; none: full fine-tuning"
     )
     merge: bool = Field(False, description="fold the adapter into the weights at the end (a plain model)")
@@ -63,7 +63,9 @@ class FinetuneSpec(BaseModel):
         None, description="classify: label names in id order (default: the sorted labels of the training data)"
     )
     # instruct / preference
-    template: Slot["template"] = Field(REGISTRY_DEFAULT, description="alpaca | chatml | <plugin>")  # type: ignore[valid-type]
+    template: Slot["template"] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
+        REGISTRY_DEFAULT, description="alpaca | chatml | <plugin>"
+    )
     max_length: PositiveInt | None = Field(
         None, description="longest tokenized example (default: the model's context length); longer ones are cut"
     )

@@ -250,7 +250,8 @@ class PreferenceTask(TuningTask):
         self.val_loss.reset()
         if self._val:
             self.log("val_reward_margin", torch.cat([r.chosen_rewards - r.rejected_rewards for r in self._val]).mean())
-            self.log("val_pref_acc", torch.cat([(r.chosen_rewards > r.rejected_rewards).float() for r in self._val]).mean())
+            self.log("val_pref_acc",
+                     torch.cat([(r.chosen_rewards > r.rejected_rewards).float() for r in self._val]).mean())
         self._val = []
 def inputs_pairs(batch) -> int:
     return batch[0].shape[0] // 2

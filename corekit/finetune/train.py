@@ -79,7 +79,9 @@ def measure(p: Prepared, setup: Setup, reference=None) -> dict[str, Any]:
     return ev.evaluate_preference(model, p.val, ft.beta, reference, setup.adapter)
 
 
-def _fit(p: Prepared, setup: Setup, registry, work: Path, progress: bool, reference=None) -> tuple[dict[str, float], int]:
+def _fit(
+    p: Prepared, setup: Setup, registry, work: Path, progress: bool, reference=None
+) -> tuple[dict[str, float], int]:
     import lightning as L
 
     from corekit.train.curves import refresh

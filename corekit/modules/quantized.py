@@ -70,7 +70,8 @@ class QuantizedLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group_size, self.kernel = bits, group, kernel
         width = in_features if bits == 8 else in_features // 2
-        self.register_buffer("qweight", torch.zeros(out_features, width, dtype=torch.int8 if bits == 8 else torch.uint8))
+        self.register_buffer("qweight",
+                             torch.zeros(out_features, width, dtype=torch.int8 if bits == 8 else torch.uint8))
         self.register_buffer("scales", torch.ones(out_features, in_features // group))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._dynamic: nn.Module | None = None
@@ -89,7 +90,8 @@ class QuantizedLinear(nn.Module):
     def set_quantized(self, q: torch.Tensor, scales: torch.Tensor) -> None:
         """Store integer weights ``q`` (out, in) int8 and ``scales`` (out, groups)."""
         if q.shape != (self.out_features, self.in_features) or scales.shape != self.scales.shape:
-            raise ValueError(f"expected q {(self.out_features, self.in_features)} and scales {tuple(self.scales.shape)}, "
+            raise ValueError(f"expected q {(self.out_features, self.in_features)} "
+                             f"and scales {tuple(self.scales.shape)}, "
                              f"got {tuple(q.shape)} and {tuple(scales.shape)}")
         self.qweight.copy_(q.to(torch.int8) if self.bits == 8 else pack_int4(q))
         self.scales.copy_(scales)

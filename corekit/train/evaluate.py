@@ -12,7 +12,9 @@ from corekit.data.windows import ShardSet, ValWindows
 
 
 @torch.no_grad()
-def validation_loss(model, data_dir: Path, context_length: int, *, max_windows: int = 64, batch_size: int = 16) -> float:
+def validation_loss(
+    model, data_dir: Path, context_length: int, *, max_windows: int = 64, batch_size: int = 16
+) -> float:
     """Mean next-token cross-entropy (nats per token) over the val windows of ``data_dir``."""
     windows = ValWindows(ShardSet(data_dir, "val"), context_length, max_windows)
     loader = torch.utils.data.DataLoader(windows, batch_size=batch_size)
@@ -43,9 +45,11 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
         raise CorekitError(f"--data {path} does not exist")
     pairs = []
     for lineno, record in iter_jsonl(path):
-        missing = [k for k in ("prompt", "reference") if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+        missing = [k for k in ("prompt", "reference")
+                   if not isinstance(record, dict) or not isinstance(record.get(k), str)]
         if missing:
-            raise CorekitError(f"{path}:{lineno}: needs text fields 'prompt' and 'reference' (missing or not text: {', '.join(missing)})")
+            raise CorekitError(f"{path}:{lineno}: needs text fields 'prompt' and 'reference' "
+                               f"(missing or not text: {', '.join(missing)})")
         pairs.append((record["prompt"], record["reference"]))
     if not pairs:
         raise CorekitError(f"{path} holds no prompt/reference pairs")

@@ -130,7 +130,8 @@ def make_trainer(
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
 
-        kwargs["logger"] = CSVLogger(log_dir, name="logs", flush_logs_every_n_steps=t.log_every)  # a version per session
+        # a version per session
+        kwargs["logger"] = CSVLogger(log_dir, name="logs", flush_logs_every_n_steps=t.log_every)
     else:
         kwargs["logger"] = False
     kwargs.update(overrides)

@@ -19,7 +19,8 @@ class MathAttention(nn.Module):
     """softmax(QK^T / sqrt(D) + bias) V, op by op: the reference the fast kernels match."""
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, is_causal: bool, dropout_p: float
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, is_causal: bool,
+        dropout_p: float,
     ) -> torch.Tensor:
         # q: (B, H, Tq, D); k, v: (B, H, Tk, D)
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
@@ -37,7 +38,8 @@ class FlashAttention(nn.Module):
     """``F.scaled_dot_product_attention``, which dispatches to the fastest backend."""
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, is_causal: bool, dropout_p: float
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, is_causal: bool,
+        dropout_p: float,
     ) -> torch.Tensor:
         # q: (B, H, Tq, D); k, v: (B, H, Tk, D) -> (B, H, Tq, D)
         return F.scaled_dot_product_attention(

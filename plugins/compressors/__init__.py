@@ -61,7 +61,9 @@ class PruneParams(Params):
         "global", description="unstructured: one magnitude threshold over all blocks, or the same sparsity per layer"
     )
     heads: float | None = Field(None, ge=0.0, lt=1.0, description="structured: share of heads removed per layer")
-    neurons: float | None = Field(None, ge=0.0, lt=1.0, description="structured: share of MLP neurons removed per layer")
+    neurons: float | None = Field(
+        None, ge=0.0, lt=1.0, description="structured: share of MLP neurons removed per layer"
+    )
     importance: Literal["activation", "magnitude"] = Field(
         "activation",
         description="structured: score heads and neurons by their mean contribution on training batches, or by "

@@ -313,15 +313,17 @@ class Prune(Compressor):
         super().check(source)
         p, spec = self.params, source.spec
         if p.recover_steps and not source.has_data():
-            raise CorekitError(f"prune: recover_steps={p.recover_steps} fine-tunes on the run's data, but {source.data} "
-                               "holds no prepared data; run `corekit data prepare` or set recover_steps=0")
+            raise CorekitError(f"prune: recover_steps={p.recover_steps} fine-tunes on the run's data, "
+                               f"but {source.data} holds no prepared data; "
+                               "run `corekit data prepare` or set recover_steps=0")
         if p.recover_lr is not None and "lr" not in type(spec.train.optimizer).model_fields:
             raise CorekitError(f"prune: recover_lr is set but optimizer {spec.train.optimizer.name!r} has no lr field")
         if p.method != "structured":
             return
         m, registry = spec.model, source.registry
         ctx = m.context()
-        attn = registry.build("attention", m.attention, ctx, registry.build("attention_kernel", m.attention.kernel, ctx))
+        attn = registry.build("attention", m.attention, ctx,
+                              registry.build("attention_kernel", m.attention.kernel, ctx))
         if not callable(getattr(attn, "head_layout", None)):
             raise CorekitError(f"prune: structured pruning removes whole heads, so the attention module must say where "
                                f"its heads are (head_layout()); attention {m.attention.name!r} builds a "

@@ -1,8 +1,9 @@
-"""Builds of the optimizer plugins (their weight-decay groups come from :func:`corekit.optim.decay_groups`), and Lion."""
+"""Builds of the optimizer plugins (their weight-decay groups come from :func:`corekit.optim.decay_groups`),
+and Lion."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn

@@ -30,7 +30,8 @@ class Sinusoidal(Positional):
         self.d_model, self.base = d_model, base
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
-        angles = positions[..., None].float() * inverse_frequencies(self.d_model, self.base, positions.device)  # (B, T, d/2)
+        # (B, T, d/2)
+        angles = positions[..., None].float() * inverse_frequencies(self.d_model, self.base, positions.device)
         return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (B, T, d)
 
 
@@ -54,7 +55,8 @@ class RoPE(Positional):
         self.head_dim, self.theta = head_dim, theta
 
     def prepare(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = positions[..., None].float() * inverse_frequencies(self.head_dim, self.theta, positions.device)  # (B, T, D/2)
+        # (B, T, D/2)
+        angles = positions[..., None].float() * inverse_frequencies(self.head_dim, self.theta, positions.device)
         angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, D)
         return angles.cos(), angles.sin()
 

@@ -82,7 +82,8 @@ def test_a_failing_compressor_leaves_nothing_behind(impl, error, trained_run, re
 
 
 def test_untrained_run_and_unknown_compressor_are_clear_errors(tmp_path, capsys, registry):
-    code, _, err = run_cli(capsys, "compress", str(tmp_path / "nope"), "--with", "quantize", "--out", str(tmp_path / "x"))
+    code, _, err = run_cli(capsys, "compress", str(tmp_path / "nope"), "--with", "quantize",
+                           "--out", str(tmp_path / "x"))
     assert code == 2 and "not a trained run" in err and "Traceback" not in err
     code, _, err = run_cli(capsys, "compress", str(tmp_path), "--with", "shrink", "--out", str(tmp_path / "x"))
     assert code == 2 and "unknown compressor 'shrink'" in err and "quantize" in err

@@ -24,7 +24,9 @@ L = 16  # context length of most tests
 WORDS = "the of and to in is was for on that with as by at from alpha beta gamma delta epsilon".split()
 
 
-def build_data_dir(registry, root: Path, n_docs: int, shard_tokens: int, seed: int = 0, lo: int = 20, hi: int = 80) -> Path:
+def build_data_dir(
+    registry, root: Path, n_docs: int, shard_tokens: int, seed: int = 0, lo: int = 20, hi: int = 80
+) -> Path:
     """Token shards (bytes tokenizer) of ``n_docs`` random documents; returns the data dir."""
     rng = random.Random(seed)
     corpus = root / "corpus"

@@ -399,7 +399,8 @@ def test_writes_are_atomic(prepared, monkeypatch):
     assert no_temp_files(run.data)
     seen = []
     real = shards_mod.atomic_write_text
-    monkeypatch.setattr(shards_mod, "atomic_write_text", lambda path, text: seen.append(Path(path).name) or real(path, text))
+    monkeypatch.setattr(shards_mod, "atomic_write_text",
+                        lambda path, text: seen.append(Path(path).name) or real(path, text))
     real_bytes = shards_mod.atomic_write_bytes
     monkeypatch.setattr(shards_mod, "atomic_write_bytes",
                         lambda path, data: seen.append(Path(path).name) or real_bytes(path, data))

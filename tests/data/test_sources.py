@@ -251,7 +251,8 @@ def test_cleaning_normalises_dedupes_filters_and_counts(registry, tmp_path):
     write(tmp_path / "03.txt", "a document long enough to keep")
     write(tmp_path / "04.txt", "a document long enough to keep")  # an exact duplicate
     write(tmp_path / "05.txt", "tiny")  # too short
-    write(tmp_path / "06.txt", "   padded        \n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n   ")  # short once stripped
+    # short once stripped
+    write(tmp_path / "06.txt", "   padded        \n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n   ")
     write(tmp_path / "07.txt", "another document long enough to keep")
     data = data_spec(registry, paths=[str(tmp_path)], min_chars=20)
     stats = CleanStats()

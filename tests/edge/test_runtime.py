@@ -77,7 +77,8 @@ def test_numpy_filters_match_the_torch_ones():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 50)).astype(np.float32)
     for k in (1, 5, 50):
-        np.testing.assert_array_equal(top_k_filter(logits, k), generation.top_k_filter(torch.from_numpy(logits), k).numpy())
+        np.testing.assert_array_equal(top_k_filter(logits, k),
+                                      generation.top_k_filter(torch.from_numpy(logits), k).numpy())
     for p in (0.1, 0.5, 0.95):
         np.testing.assert_array_equal(np.isinf(top_p_filter(logits, p)),
                                       np.isinf(generation.top_p_filter(torch.from_numpy(logits), p).numpy()))

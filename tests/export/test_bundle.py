@@ -243,7 +243,8 @@ def test_corekit_run_exports_when_the_spec_has_an_export_section(capsys, trained
     code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(run), "-j", "1")
     assert code == 0, err
     manifest = read_manifest(run / "export")
-    assert manifest["quantize"] == "int8" and manifest["source"]["weights_sha256"] == file_sha256(run / "model.safetensors")
+    assert manifest["quantize"] == "int8"
+    assert manifest["source"]["weights_sha256"] == file_sha256(run / "model.safetensors")
     assert "int8 model.onnx" in out
     code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(run), "-j", "1")
     assert code == 0 and "is current; skipped" in " ".join(err.split())

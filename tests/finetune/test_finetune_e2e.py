@@ -182,7 +182,8 @@ def test_lora_learns_and_saves_only_the_adapter(lora, trained_run):
     assert os.stat(f"{out}/model.safetensors").st_ino == os.stat(f"{trained_run}/model.safetensors").st_ino
     adapter = load_file(f"{out}/adapter.safetensors")
     lora_keys = {k for k in adapter if k.endswith(("lora_A", "lora_B"))}
-    assert lora_keys == {f"blocks.{i}.attn.{m}.{p}" for i in range(2) for m in ("qkv", "out") for p in ("lora_A", "lora_B")}
+    assert lora_keys == {f"blocks.{i}.attn.{m}.{p}"
+                         for i in range(2) for m in ("qkv", "out") for p in ("lora_A", "lora_B")}
     assert set(adapter) - lora_keys == {"tok_emb.weight.rows_from.257"}  # the two chatml tokens' rows
     assert adapter["tok_emb.weight.rows_from.257"].shape == (2, 64)
     n_lora = sum(t.numel() for k, t in adapter.items() if k in lora_keys)
@@ -227,7 +228,8 @@ def test_lora_classifier(trained_run, work, capsys):
     adapter = load_file(f"{work}/cls-lora/adapter.safetensors")
     assert {k for k in adapter if not k.endswith(("lora_A", "lora_B"))} == {"lm_head.proj.weight", "lm_head.proj.bias"}
     assert report["files"]["adapter_bytes"] == os.path.getsize(f"{work}/cls-lora/adapter.safetensors")
-    code, stdout, _ = run_cli(capsys, "classify", f"{work}/cls-lora", "--text", "0123456789", "--text", "97531", "--json")
+    code, stdout, _ = run_cli(capsys, "classify", f"{work}/cls-lora", "--text", "0123456789", "--text", "97531",
+                              "--json")
     assert code == 0 and [json.loads(line)["label"] for line in stdout.splitlines()] == ["sorted", "unsorted"]
 
 
@@ -262,9 +264,10 @@ def test_dpo_raises_preference_accuracy(trained_run, work, adapter):
     data = work / "prefs.jsonl"
     if not data.exists():
         shouting_preferences(data)
-    extra = '[finetune.template]\nname = "chatml"' if not adapter else 'adapter = "lora"\n[finetune.template]\nname = "chatml"'
-    spec = finetune_spec(work / f"dpo-{adapter}.toml", trained_run, "preference", data, steps=40, lr=1e-3 if not adapter else 1e-2,
-                         batch_size=16, extra=extra)
+    extra = ('[finetune.template]\nname = "chatml"' if not adapter
+             else 'adapter = "lora"\n[finetune.template]\nname = "chatml"')
+    spec = finetune_spec(work / f"dpo-{adapter}.toml", trained_run, "preference", data, steps=40,
+                         lr=1e-3 if not adapter else 1e-2, batch_size=16, extra=extra)
     report = _finetune(spec, work / f"dpo-{adapter}")
     before, after = report["before"], report["after"]
     assert before["reward_margin"] == 0.0 and before["dpo_loss"] == pytest.approx(0.6931, abs=1e-3)

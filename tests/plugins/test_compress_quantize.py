@@ -13,7 +13,7 @@ from helpers import run_cli, tiny_model
 
 from corekit.run import load_run_model
 from corekit.compress.run import REPORT, compress_run, compressor_params
-from corekit.errors import CorekitError, SpecError
+from corekit.errors import SpecError
 from corekit.modules.quantized import (
     QuantizedEmbedding, QuantizedLinear, dequantized_copy, pack_int4, quantize_tensor, quantized_modules, unpack_int4,
 )
@@ -198,7 +198,8 @@ def test_quantized_run_exports_its_own_integers(dynamic_run, tmp_path, registry)
     nbits = [n for n in graph.graph.node if n.op_type == "MatMulNBits"]
     bits = sorted({next(a.i for a in n.attribute if a.name == "bits") for n in nbits})
     assert len(nbits) == 9 and bits == [8]
-    big_floats = [i.name for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) > 4096]
+    big_floats = [i.name for i in graph.graph.initializer
+                  if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) > 4096]
     assert not big_floats, big_floats  # no float weight matrix left, the embedding table included
     # the graph holds exactly the run's integers: greedy text from the edge runtime matches PyTorch
     spec = load_spec(out / "spec.toml", registry=registry)

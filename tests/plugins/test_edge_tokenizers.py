@@ -59,7 +59,8 @@ def toks(registry) -> dict[str, Tokenizer]:
     return {
         "bytes": registry.build("tokenizer", {"name": "bytes", "special_tokens": SPECIALS}),
         "char": registry.build("tokenizer", {"name": "char", "special_tokens": SPECIALS}).train([CHAR_TEXT]),
-        "bpe": registry.build("tokenizer", {"name": "bpe", "vocab_size": 400, "special_tokens": SPECIALS}).train(_corpus()),
+        "bpe": registry.build("tokenizer", {"name": "bpe", "vocab_size": 400, "special_tokens": SPECIALS})
+        .train(_corpus()),
     }
 
 
@@ -170,7 +171,8 @@ def test_bytes_malformed_utf8_decodes_like_python(toks, edges, ids):
 
 
 @SOME
-@given(chunks=st.lists(st.one_of(st.binary(max_size=4), st.text(max_size=3).map(lambda t: t.encode()[1:])), max_size=10))
+@given(chunks=st.lists(st.one_of(st.binary(max_size=4), st.text(max_size=3).map(lambda t: t.encode()[1:])),
+                      max_size=10))
 def test_bytes_truncated_utf8_decodes_like_python(toks, edges, chunks):
     ids = [b for chunk in chunks for b in chunk] + [256]
     assert edges["bytes"].decode(ids, skip_special_tokens=False) == toks["bytes"].decode(ids)

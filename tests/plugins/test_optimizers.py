@@ -55,7 +55,8 @@ def test_sgd_two_steps(registry, nesterov):
     lr, mom, wd = 0.1, 0.9, 0.01
     model = Toy()
     p0 = model.lin.weight.detach().clone()
-    opt = registry.build("optimizer", {"name": "sgd", "lr": lr, "momentum": mom, "weight_decay": wd, "nesterov": nesterov}, model)
+    opt = registry.build("optimizer",
+                         {"name": "sgd", "lr": lr, "momentum": mom, "weight_decay": wd, "nesterov": nesterov}, model)
     step(model, opt)
     g = GRADS["lin.weight"]
     d1 = g + wd * p0

@@ -94,7 +94,8 @@ def test_structured_equals_the_model_with_those_units_zeroed(registry, act, att,
 
     head_dim = 32 // att["n_heads"]
     att_after = new_spec.attention
-    assert (att_after.n_heads, att_after.kv_heads, att_after.head_dim, new_spec.mlp.hidden_dim) == (heads, kv, head_dim, 36)
+    assert ((att_after.n_heads, att_after.kv_heads, att_after.head_dim, new_spec.mlp.hidden_dim)
+            == (heads, kv, head_dim, 36))
     registry.resolve(ModelSpec).model_validate(new_spec.model_dump())  # the new section validates
 
     # parameter count by hand: d=32, vocab 64, layernorm with bias, learned positions, 2 layers
@@ -214,7 +215,8 @@ def test_structured_refuses_alibi_head_removal(registry, tmp_path):
     source = source_of(registry, tmp_path, model_section(position="alibi"))
     with pytest.raises(CorekitError, match="alibi.*heads=0"):
         registry.build("compressor", prune(registry, "method='structured'", "importance='magnitude'")).check(source)
-    registry.build("compressor", prune(registry, "method='structured'", "importance='magnitude'", "heads=0")).check(source)
+    registry.build("compressor",
+                   prune(registry, "method='structured'", "importance='magnitude'", "heads=0")).check(source)
 
 
 def test_refuses_a_quantized_run_and_runs_without_data(registry, tmp_path):
@@ -272,7 +274,8 @@ def test_unstructured_half_sparsity_stays_after_recovery(registry, trained_run, 
         assert zeros == {k: round(0.5 * w.numel()) for k, w in before.items()}
     details = report["details"]
     assert details["zeroed"] == sum(zeros.values()) and details["prunable_weights"] == n
-    assert abs(details["sparsity_achieved"] - 0.5) < 1e-3 and report["after"]["nonzero_parameters"] < report["before"]["nonzero_parameters"]
+    assert abs(details["sparsity_achieved"] - 0.5) < 1e-3
+    assert report["after"]["nonzero_parameters"] < report["before"]["nonzero_parameters"]
     kept_changed = any(not torch.equal(before[k][after[k] != 0], after[k][after[k] != 0]) for k in before)
     assert kept_changed == bool(recover)  # recovery trained the surviving weights (and only then)
     if recover:
@@ -295,7 +298,8 @@ def test_structured_prune_of_the_trained_run_is_smaller_and_exports(registry, tr
     # gqa 4 heads / 2 KV heads of width 16 -> one KV group of 2 heads; swiglu 192 -> 96 neurons
     assert (att.n_heads, att.n_kv_heads, att.head_dim, new_spec.model.mlp.hidden_dim) == (2, 1, 16, 96)
     d, layers = 64, 2
-    removed = layers * ((2 + 1 + 1) * 16 * d + 2 * 16 * d + 2 * 96 * d + 96 * d)  # qkv rows, out cols, up rows, down cols
+    # qkv rows, out cols, up rows, down cols
+    removed = layers * ((2 + 1 + 1) * 16 * d + 2 * 16 * d + 2 * 96 * d + 96 * d)
     assert report["after"]["parameters"] == report["before"]["parameters"] - removed
     pruned = load_run_model(new_spec, out / "model.safetensors", registry)
     assert sum(p.numel() for p in pruned.parameters()) == report["after"]["parameters"]
@@ -334,7 +338,8 @@ def test_structured_magnitude_needs_no_data(registry, dataless_run, tmp_path):
 @pytest.mark.slow
 def test_structured_recovery_trains_the_smaller_model(registry, trained_run, tmp_path):
     items = ["method='structured'", "importance='magnitude'", "heads=0.5", "neurons=0.25", "recover_steps=2"]
-    report = compress_run(trained_run, prune(registry, *items), tmp_path / "out", registry=registry, measure_speed=False)
+    report = compress_run(trained_run, prune(registry, *items), tmp_path / "out", registry=registry,
+                          measure_speed=False)
     assert report["details"]["recover_steps"] == 2 and report["details"]["recover_lr"] == 5e-3  # the run's lr
     new_spec = load_spec(tmp_path / "out" / "spec.toml", registry=registry)
     recovered = load_run_model(new_spec, tmp_path / "out" / "model.safetensors", registry)

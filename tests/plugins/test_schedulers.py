@@ -18,7 +18,8 @@ def factor(registry, spec, step, max_steps):
     [
         # warmup (s+1)/(w+1), then cosine from 1 to the floor
         ({"name": "cosine", "warmup_steps": 10, "min_lr_ratio": 0.1}, 110,
-         {0: 1 / 11, 9: 10 / 11, 10: 1.0, 60: 0.1 + 0.9 * 0.5, 85: 0.1 + 0.9 * 0.5 * (1 + math.cos(0.75 * math.pi)), 110: 0.1, 500: 0.1}),
+         {0: 1 / 11, 9: 10 / 11, 10: 1.0, 60: 0.1 + 0.9 * 0.5, 85: 0.1 + 0.9 * 0.5 * (1 + math.cos(0.75 * math.pi)),
+          110: 0.1, 500: 0.1}),
         ({"name": "linear", "warmup_steps": 4, "min_lr_ratio": 0.0}, 104,
          {0: 0.2, 3: 0.8, 4: 1.0, 54: 0.5, 79: 0.25, 104: 0.0}),
         ({"name": "constant", "warmup_steps": 3}, 50, {0: 0.25, 2: 0.75, 3: 1.0, 49: 1.0}),
@@ -26,7 +27,8 @@ def factor(registry, spec, step, max_steps):
         # plateau until 80% of 100 steps, then decay to the floor over 20 steps
         ({"name": "wsd", "warmup_steps": 5, "decay_fraction": 0.2, "min_lr_ratio": 0.1}, 100,
          {0: 1 / 6, 5: 1.0, 79: 1.0, 80: 1.0, 90: 0.1 + 0.9 * 0.5, 100: 0.1}),
-        ({"name": "wsd", "decay_fraction": 0.5, "decay_shape": "sqrt"}, 100, {49: 1.0, 50: 1.0, 75: 1 - math.sqrt(0.5), 100: 0.0}),
+        ({"name": "wsd", "decay_fraction": 0.5, "decay_shape": "sqrt"}, 100,
+         {49: 1.0, 50: 1.0, 75: 1 - math.sqrt(0.5), 100: 0.0}),
         ({"name": "wsd", "decay_fraction": 0.5, "decay_shape": "cosine"}, 100, {75: 0.5, 100: 0.0}),
     ],
 )

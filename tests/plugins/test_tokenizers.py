@@ -25,7 +25,8 @@ def tokenizers(registry):
     """One trained tokenizer of each kind."""
     return {
         "bytes": registry.build("tokenizer", {"name": "bytes", "special_tokens": SPECIALS}),
-        "bpe": registry.build("tokenizer", {"name": "bpe", "vocab_size": 400, "special_tokens": SPECIALS}).train(CORPUS),
+        "bpe": registry.build("tokenizer", {"name": "bpe", "vocab_size": 400, "special_tokens": SPECIALS})
+        .train(CORPUS),
         "char": registry.build("tokenizer", {"name": "char", "special_tokens": SPECIALS}).train(CORPUS),
     }
 
@@ -82,7 +83,8 @@ def test_special_tokens_have_fixed_ids_and_are_never_split(tokenizers, kind):
 def test_save_load_keeps_ids(registry, tokenizers, kind, tmp_path):
     tok = tokenizers[kind]
     path = tok.save(tmp_path / "tokenizer.json")
-    blank = registry.build("tokenizer", {"name": kind, "special_tokens": SPECIALS, **({"vocab_size": 400} if kind == "bpe" else {})})
+    blank = registry.build("tokenizer", {"name": kind, "special_tokens": SPECIALS,
+                                         **({"vocab_size": 400} if kind == "bpe" else {})})
     again = blank.load(path)
     assert again.special_tokens == tok.special_tokens
     assert again.vocab_size == tok.vocab_size
@@ -158,7 +160,8 @@ def test_bpe_vocab_must_hold_bytes_and_specials(registry):
     from corekit.spec import load_spec
 
     with pytest.raises(SpecError) as info:
-        load_spec({"model": {"attention": {"n_heads": 4}}, "tokenizer": {"name": "bpe", "vocab_size": 257, "special_tokens": ["a", "b"]}}, registry=registry)
+        load_spec({"model": {"attention": {"n_heads": 4}},
+                   "tokenizer": {"name": "bpe", "vocab_size": 257, "special_tokens": ["a", "b"]}}, registry=registry)
     assert [i.path for i in info.value.issues] == ["tokenizer.vocab_size"]
     assert "258" in str(info.value)
 
@@ -208,7 +211,8 @@ def test_vocab_size_defaults_from_tokenizer_with_padding(registry):
     spec = load_spec({"model": {"attention": {"n_heads": 4}, "pad_vocab_multiple": 64},
                       "tokenizer": {"name": "bytes", "special_tokens": ["a", "b", "c"]}}, registry=registry)
     assert spec.model.vocab_size == 320  # 259 rounded up to a multiple of 64
-    spec = load_spec({"model": {"attention": {"n_heads": 4}}, "tokenizer": {"name": "bpe", "vocab_size": 1000}}, registry=registry)
+    spec = load_spec({"model": {"attention": {"n_heads": 4}}, "tokenizer": {"name": "bpe", "vocab_size": 1000}},
+                     registry=registry)
     assert spec.model.vocab_size == 1000
 
 
@@ -219,6 +223,7 @@ def test_bpe_decode_checks_ids(tokenizers):
 
 def test_char_load_needs_its_table(registry, tmp_path):
     path = tmp_path / "t.json"
-    path.write_text('{"format": "corekit-char", "params": {"special_tokens": ["<|endoftext|>"], "unknown": "token", "unk_token": "<|unk|>"}}')
+    path.write_text('{"format": "corekit-char", "params": {"special_tokens": ["<|endoftext|>"], '
+                    '"unknown": "token", "unk_token": "<|unk|>"}}')
     with pytest.raises(CorekitError, match="character table"):
         registry.build("tokenizer", "char").load(path)

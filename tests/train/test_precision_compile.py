@@ -48,7 +48,8 @@ def test_fused_optimizer_with_clipping_under_mixed_precision_is_a_spec_error(reg
 
     with pytest.raises(SpecError, match=r"train\.optimizer\.fused.*grad_clip"):
         _spec(registry, precision="bf16-mixed", optimizer={"name": "adamw", "fused": True})
-    _spec(registry, precision="bf16-mixed", grad_clip=0.0, optimizer={"name": "adamw", "fused": True})  # no clipping: fine
+    # no clipping: fine
+    _spec(registry, precision="bf16-mixed", grad_clip=0.0, optimizer={"name": "adamw", "fused": True})
     _spec(registry, precision="32", optimizer={"name": "adamw", "fused": True})  # fp32: fine
 
 

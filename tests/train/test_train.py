@@ -27,7 +27,8 @@ def test_a_tiny_model_overfits_a_fixed_batch(registry):
     torch.manual_seed(0)
     batch = torch.randint(0, 64, (4, 17))
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs.repeat(150, 1), targets.repeat(150, 1)), batch_size=4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs.repeat(150, 1), targets.repeat(150, 1)),
+                                         batch_size=4)
     task = LanguageModelTask(model, spec, registry)
     before = task.loss((inputs, targets)).item()
     L.Trainer(max_steps=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -104,7 +105,8 @@ def test_train_writes_the_run_directory_and_resumes(capsys, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
 
     # --resume continues from step 6 to the new max_steps
-    code, out, err = run_cli(capsys, "train", str(spec), "--run-dir", str(run), "--resume", "--set", "train.max_steps=9")
+    code, out, err = run_cli(capsys, "train", str(spec), "--run-dir", str(run), "--resume",
+                             "--set", "train.max_steps=9")
     assert code == 0, err
     assert "trained 9 steps" in out
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 9
@@ -249,7 +251,8 @@ def test_sessions_merge_into_one_metrics_file(tmp_path):
     """A resumed session's rows follow the first session's, and replace its rows for a step."""
     from corekit.train.curves import merge_sessions, read_metrics
 
-    for version, rows in ((0, "step,train_loss\n1,5.0\n2,4.0\n3,3.5\n"), (1, "step,train_loss,val_loss\n3,3.0,\n4,2.5,2.6\n")):
+    for version, rows in ((0, "step,train_loss\n1,5.0\n2,4.0\n3,3.5\n"),
+                          (1, "step,train_loss,val_loss\n3,3.0,\n4,2.5,2.6\n")):
         path = tmp_path / "logs" / f"version_{version}" / "metrics.csv"
         path.parent.mkdir(parents=True)
         path.write_text(rows)
@@ -400,7 +403,8 @@ def test_eval_with_prompt_reference_pairs(capsys, tmp_path):
     assert code == 0, err
     found = re.search(r"2 pairs, BLEU ([\d.]+), ROUGE-L F1 ([\d.]+)", out)
     assert found and all(0.0 <= float(v) <= 1.0 for v in found.groups())
-    for text, needle in [('{"prompt": "x"}\n', "bad.jsonl:1"), ("", "no prompt/reference pairs"), ("{oops\n", "not valid JSON")]:
+    for text, needle in [('{"prompt": "x"}\n', "bad.jsonl:1"), ("", "no prompt/reference pairs"),
+                         ("{oops\n", "not valid JSON")]:
         (tmp_path / "bad.jsonl").write_text(text)
         code, _, err = run_cli(capsys, "eval", str(run), "--data", str(tmp_path / "bad.jsonl"))
         assert code == 2 and needle in err and "Traceback" not in err

@@ -1,6 +1,6 @@
 """An example third-party corekit plugin, installed through the entry-point group ``corekit``.
 
-It adds three components of three kinds:
+It adds four components of four kinds, and one command:
 
 - norm ``scalenorm``: ScaleNorm (Nguyen & Salazar 2019, "Transformers without Tears",
   arXiv:1910.05895), ``g * x / max(||x||_2, eps)`` with one learned scalar ``g``
@@ -10,7 +10,10 @@ It adds three components of three kinds:
 - feedforward ``moe``: a mixture of experts, each a dense MLP, with a learned router that
   sends every token to its ``top_k`` experts and mixes their outputs with the softmax of the
   chosen router logits (Shazeer et al. 2017, arXiv:1701.06538; Mixtral, Jiang et al. 2024,
-  arXiv:2401.04088).
+  arXiv:2401.04088);
+- stage ``experts`` (section ``[experts]``): after training, ``corekit run`` writes
+  ``experts.json``, the share of routing weight each expert gets (:mod:`.experts`);
+- command ``corekit experts RUN``: the same figures for any trained run.
 
 This module only defines the Params models and the hook, so listing plugins stays cheap:
 torch is imported by the build functions, through :mod:`corekit_example_plugin.modules`.
@@ -18,6 +21,7 @@ torch is imported by the build functions, through :mod:`corekit_example_plugin.m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
@@ -77,3 +81,22 @@ def corekit_register_components(registry):
     registry.add("norm", ScaleNormParams, build_scalenorm)
     registry.add("activation", SquaredReLUParams, build_squared_relu)
     registry.add("feedforward", MoEParams, build_moe)
+    from corekit_example_plugin.experts import ExpertsStageParams
+
+    registry.add("stage", ExpertsStageParams, "corekit_example_plugin.experts:build_stage")
+
+
+@hookimpl
+def corekit_register_commands(app):
+    import typer
+
+    from corekit_example_plugin.experts import experts_command
+
+    def experts(
+        run_dir: Path = typer.Argument(..., help="a trained run whose model.mlp is moe"),
+        windows: int = typer.Option(16, "--windows", min=1, help="validation windows routed"),
+    ) -> None:
+        """Show the share of routing weight each expert of each layer gets on the run's validation windows."""
+        experts_command(run_dir, windows)
+
+    app.command("experts")(experts)

@@ -62,7 +62,9 @@ class MixtureOfExperts(nn.Module):
         super().__init__()
         self.top_k = top_k
         self.router = nn.Linear(d_model, n_experts, bias=False)
-        self.up = nn.ModuleList(nn.Linear(d_model, hidden_dim * (2 if gated else 1), bias=bias) for _ in range(n_experts))
+        self.up = nn.ModuleList(
+            nn.Linear(d_model, hidden_dim * (2 if gated else 1), bias=bias) for _ in range(n_experts)
+        )
         self.down = nn.ModuleList(nn.Linear(hidden_dim, d_model, bias=bias) for _ in range(n_experts))
         for down in self.down:
             down.residual_projection = True  # corekit's scaled init of projections into the residual stream
