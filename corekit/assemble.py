@@ -71,7 +71,7 @@ def build_model(
         dropout=ctx.dropout,
         init_std=model_spec.init_std,
     )
-    model.spec = model_spec  # type: ignore[assignment]  # nn.Module types its attributes as tensors or modules
+    model.spec = model_spec
     return model
 
 
