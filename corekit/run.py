@@ -43,8 +43,8 @@ def _registry(registry: Registry | None) -> Registry:
 class Run:
     """One run directory with its validated spec: its tokenizer and its model on demand.
 
-    Open a finished run with :meth:`open`; :meth:`for_spec` gives the run a spec file trains
-    into (which may not be trained yet: its model is then randomly initialised).
+    Open a finished run with :meth:`open`; ``Run(run_dir, spec)`` is the run a spec trains into
+    (which may not be trained yet: its model is then randomly initialised).
     """
 
     def __init__(self, path: str | Path | RunDir, spec: RunSpec, registry: Registry | None = None) -> None:
@@ -77,11 +77,6 @@ class Run:
             )
         registry = _registry(registry)
         return cls(run_dir, load_spec(run_dir.spec, overrides, registry), registry)
-
-    @classmethod
-    def for_spec(cls, spec: RunSpec, run_dir: str | Path | RunDir, registry: Registry | None = None) -> Run:
-        """The run ``spec`` trains into at ``run_dir`` (trained or not)."""
-        return cls(run_dir, spec, registry)
 
     # ----------------------------------------------------------------- files
     @property
@@ -125,7 +120,13 @@ class Run:
 
     def model(self, *, seed: int | None = None) -> nn.Module:
         """The run's model with its weights, in training mode; an untrained run's model is built
-        with random weights, seeded with ``seed`` (default: the spec's ``train.seed``)."""
+        with random weights, seeded with ``seed`` (default: the spec's ``train.seed``). A spec that
+        leaves ``model.vocab_size`` to a trained tokenizer gets it from :attr:`tokenizer`."""
+        m = self.spec.model
+        if m.vocab_size is None:
+            from corekit.spec import padded_vocab
+
+            m.vocab_size = padded_vocab(self.tokenizer.vocab_size, m.pad_vocab_multiple)
         if self.trained:
             return load_run_model(self.spec, self.weights, self.registry)
         import torch

@@ -46,7 +46,7 @@ def test_untrained_run_model_is_seeded(tmp_path, registry):
 
     spec = load_spec({"model": {"context_length": 8, "d_model": 8, "n_layers": 1, "attention": {"n_heads": 2}}},
                      registry=registry)
-    run = Run.for_spec(spec, tmp_path, registry)
+    run = Run(tmp_path, spec, registry)
     first, again, other = run.model(seed=3), run.model(seed=3), run.model(seed=4)
     assert torch.equal(first.tok_emb.weight, again.tok_emb.weight)
     assert not torch.equal(first.tok_emb.weight, other.tok_emb.weight)

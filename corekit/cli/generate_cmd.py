@@ -28,20 +28,14 @@ def _stop_ids(tokenizer, stops: list[str], stop_ids: list[int]) -> list[int]:
 
 
 def _open(target: Path, run_dir: Optional[Path], set_: list[str]):
-    """The run TARGET names: a run directory, or a spec file (trained into its run directory or
-    not), with its vocabulary size filled in from its tokenizer."""
+    """The run TARGET names: a run directory, or a spec file (trained into its run directory or not)."""
     from corekit.run import Run
     from corekit.rundir import RunDir
-    from corekit.spec import load_spec, padded_vocab
+    from corekit.spec import load_spec
 
     if target.is_dir():
-        run = Run.open(target, trained=False, overrides=set_)
-    else:
-        run = Run.for_spec(load_spec(target, set_), RunDir.for_spec(target, run_dir))
-    spec = run.spec
-    if spec.model.vocab_size is None:
-        spec.model.vocab_size = padded_vocab(run.tokenizer.vocab_size, spec.model.pad_vocab_multiple)
-    return run
+        return Run.open(target, trained=False, overrides=set_)
+    return Run(RunDir.for_spec(target, run_dir), load_spec(target, set_))
 
 
 def generate(

@@ -38,6 +38,7 @@ class LogLines(Callback):
         self.every = max(1, every)
         self.stream = stream
         self._start = 0.0
+        self._shown = -1  # the last step printed (accumulation ends a batch several times per step)
 
     def _say(self, text: str) -> None:
         stream = self.stream or sys.stderr
@@ -58,7 +59,7 @@ class LogLines(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         last = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        if not trainer.is_global_zero or (step % self.every and step != last) or step == getattr(self, "_shown", -1):
+        if not trainer.is_global_zero or (step % self.every and step != last) or step == self._shown:
             return
         self._shown = step
         total = f"/{last}" if last else ""
@@ -115,17 +116,20 @@ def make_trainer(
         callbacks: the caller's own callbacks (a ``ModelCheckpoint`` switches checkpointing on).
         overrides: any other ``Trainer`` argument (e.g. ``val_check_interval``), applied last.
     """
+    from lightning.pytorch.callbacks import ProgressBar
+
     t = spec.train
     own = list(callbacks)
+    shown = progress_callbacks(progress, t.log_every)
     kwargs: dict[str, Any] = dict(
         **trainer_settings(t),
         default_root_dir=root_dir,
         log_every_n_steps=t.log_every,
         num_sanity_val_steps=0,
         enable_model_summary=False,
-        enable_progress_bar=progress and sys.stderr.isatty(),
+        enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in shown),  # else Lightning adds its own bar
         enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in own),
-        callbacks=[*own, *progress_callbacks(progress, t.log_every), *plugin_callbacks(spec, registry)],
+        callbacks=[*own, *shown, *plugin_callbacks(spec, registry)],
     )
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger

@@ -18,7 +18,7 @@ def _tokenizer(ctx: RunContext):
     if "tokenizer" not in ctx.results:
         from corekit.run import Run
 
-        ctx.results["tokenizer"] = Run.for_spec(ctx.spec, ctx.run, ctx.registry).tokenizer
+        ctx.results["tokenizer"] = Run(ctx.run, ctx.spec, ctx.registry).tokenizer
     return ctx.results["tokenizer"]
 
 
@@ -83,7 +83,7 @@ class TrainStage(Stage):
 
         spec, t = ctx.spec, ctx.spec.train
         ctx.results["val_loss_before"] = validation_loss(
-            Run.for_spec(spec, ctx.run, ctx.registry).model(), ctx.run.data, spec.model.context_length,
+            Run(ctx.run, spec, ctx.registry).model(), ctx.run.data, spec.model.context_length,
             max_windows=spec.data.val_windows)
         resume = (ctx.run.path / "checkpoints" / "last.ckpt").is_file()
         ctx.console.print(f"[bold]train[/]: {t.max_steps} steps" + (" (resuming)" if resume else ""))
@@ -102,7 +102,7 @@ class EvaluateStage(Stage):
         from corekit.train.evaluate import perplexity, validation_loss
 
         spec = ctx.spec
-        model = Run.for_spec(spec, ctx.run, ctx.registry).model()
+        model = Run(ctx.run, spec, ctx.registry).model()
         after = validation_loss(model, ctx.run.data, spec.model.context_length, max_windows=spec.data.val_windows)
         table = Table(title=f"{ctx.run.path}", title_justify="left", show_header=False)
         before = ctx.results.get("val_loss_before")
