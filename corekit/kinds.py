@@ -37,6 +37,9 @@ class Kind:
     details: str = ""
     #: the spec field(s) where components of this kind are chosen
     spec_fields: tuple[str, ...] = ()
+    #: whether its products change a built model and are recorded in a run spec's ``changes``
+    #: list (they implement :class:`corekit.change.ModelChange`)
+    change: bool = False
 
     @property
     def params(self) -> type:
@@ -125,7 +128,16 @@ KIND_LIST: tuple[Kind, ...] = (
         "makes a trained model smaller or faster (quantize, prune, distill)",
         "check(source) refuses before anything is written; compress(source, work_dir, progress) -> Compressed; "
         "restore(model) gives a freshly built model the structure of the compressed weights",
-        ("compress", "compressed"),
+        ("compress", "changes"),
+        change=True,
+    ),
+    Kind(
+        "head", "corekit.params:HeadParams", "build(params)", "corekit.change:Head",
+        "replaces the LM head with scores over named classes (a classifier)",
+        "restore(model) puts the head in model.lm_head, so forward returns (B, T, len(labels)); "
+        "labels and pooling say how to read its output",
+        ("changes",),
+        change=True,
     ),
     Kind(
         "template", "corekit.params:Params", "build(params)", "corekit.finetune.template:Template",
@@ -144,13 +156,17 @@ KIND_LIST: tuple[Kind, ...] = (
     Kind(
         "adapter", "corekit.params:Params", "build(params)", "corekit.finetune.adapter:Adapter",
         "adds a few trainable weights to a frozen model for fine-tuning (LoRA)",
-        "apply(model), state(model), merge(model), disabled(model)",
-        ("finetune.adapter",),
+        "apply(model), state(model), merge(model), disabled(model); as a change, restore(model) applies it "
+        "and fold(model) merges it",
+        ("finetune.adapter", "changes"),
+        change=True,
     ),
 )
 
 #: every kind by name, in the order above
 KINDS: dict[str, Kind] = {kind.name: kind for kind in KIND_LIST}
+#: the kinds whose components a run spec's ``changes`` list records
+CHANGE_KINDS: tuple[str, ...] = tuple(kind.name for kind in KIND_LIST if kind.change)
 
 
 def kinds_markdown() -> str:
@@ -168,4 +184,4 @@ def describe(kind: str) -> dict[str, Any]:
     k = KINDS[kind]
     return {"kind": k.name, "params": k.params_base.replace(":", "."), "build": k.build,
             "product": k.product.replace(":", "."), "contract": k.contract, "details": k.details,
-            "spec_fields": list(k.spec_fields)}
+            "spec_fields": list(k.spec_fields), "change": k.change}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Iterator, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -162,6 +162,27 @@ class OptimizerParams(Params):
 class StageParams(Params):
     """Base of every stage's registration (kind ``stage``): just its name. What a stage is told
     to do lives in the spec section it owns, not here."""
+
+
+class HeadParams(Params):
+    """Base of every head (kind ``head``): a head replaces the LM head with scores over named
+    classes (see :class:`corekit.change.Head`)."""
+
+    labels: list[str] = Field(min_length=1, description="the class names, in output order")
+    pooling: Literal["last", "mean"] = Field(
+        "last", description="how per-position scores become one row per text: the last real token, or the mean"
+    )
+    max_length: PositiveInt | None = Field(
+        None, description="longest input in tokens (default: the model's context length); longer ones are cut"
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: list[str]) -> list[str]:
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated or any(not label.strip() for label in labels):
+            raise ValueError(f"labels must be distinct and non-empty; got {labels}")
+        return labels
 
 
 class TokenizerParams(Params):

@@ -321,10 +321,13 @@ class Registry:
 
 
 def _slot_kind(annotation: Any) -> str | None:
-    """The kind of a top-level ``Slot[kind]`` annotation, else None."""
+    """The kind of a top-level ``Slot[kind]`` annotation (or ``Slot[kind] | None``), else None."""
     if get_origin(annotation) is Annotated:
         marker = next((m for m in get_args(annotation)[1:] if isinstance(m, SlotMarker)), None)
         return marker.kind if marker else None
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = {_slot_kind(arg) for arg in get_args(annotation) if arg is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
     return None
 
 
@@ -333,7 +336,7 @@ def _slot_description(annotation: Any, description: str | None) -> str | None:
     kind = _slot_kind(annotation)
     if kind is None or kind not in KINDS:
         return description
-    lead = f"a {kind} component: {KINDS[kind].contract}"
+    lead = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} component: {KINDS[kind].contract}"
     return f"{lead} ({description})" if description else lead
 
 

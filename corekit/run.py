@@ -3,18 +3,18 @@
 A run directory (see :mod:`corekit.rundir` for its layout) holds the resolved ``spec.toml``,
 ``tokenizer.json`` and, once trained, ``model.safetensors``. :class:`Run` reads them back:
 the spec, the trained tokenizer, and the model with the structure its saved weights have.
-That structure is :func:`corekit.assemble.build_model` of the spec, then every change a
-later stage made to it, in order (:func:`build_run_model`): each compressor listed under
-``compressed`` restores what it changed (quantized layers, pruned shapes), and a fine-tuned
-run gets its classification head and its unmerged adapter back. Every command that acts on
-a finished run (generate, eval, export, compress, finetune, classify, chat) opens it here.
+That structure is :func:`corekit.assemble.build_model` of the spec, then every entry of the
+spec's ``changes`` list, in order (:func:`build_run_model`): the component that made each
+change restores it (a compressor its quantized layers, a head its classifier, an adapter its
+low-rank updates; see :mod:`corekit.change`). Every command that acts on a finished run
+(generate, eval, export, compress, finetune, classify, chat) opens it here.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, cast
 
 from corekit.errors import CorekitError
 from corekit.rundir import RunDir
@@ -22,14 +22,14 @@ from corekit.rundir import RunDir
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from corekit.change import ModelChange
+    from corekit.params import HeadParams
     from corekit.registry import Registry
     from corekit.spec import RunSpec
     from corekit.tokenizer import Tokenizer
 
 #: the trained weights of a run
 WEIGHTS = "model.safetensors"
-#: a run fine-tuned with an unmerged adapter keeps the adapter's tensors here, beside the base weights
-ADAPTER_FILE = "adapter.safetensors"
 
 
 def _registry(registry: Registry | None) -> Registry:
@@ -134,76 +134,80 @@ class Run:
         torch.manual_seed(self.spec.train.seed if seed is None else seed)
         return build_run_model(self.spec, self.registry)
 
+    def changes(self) -> list[ModelChange]:
+        """The components of the spec's ``changes``, built, in order."""
+        return built_changes(self.spec, self.registry)
+
     def plain_model(self) -> nn.Module:
-        """The model with an unmerged adapter folded into its weights (what export and compressors
-        work on); its spec is :attr:`plain_spec`."""
+        """The model with every foldable change (an adapter kept apart) folded into its weights: what
+        export and compressors work on; its spec is :attr:`plain_spec`."""
         return load_plain_model(self.spec, self.weights, self.registry)
 
     @property
     def plain_spec(self) -> RunSpec:
-        """The spec as it reads once an unmerged adapter is folded into the weights."""
-        return plain_spec(self.spec)
+        """The spec as it reads once the foldable changes are folded into the weights."""
+        return plain_spec(self.spec, self.registry)
 
     @property
-    def is_classifier(self) -> bool:
-        """Whether the model's head gives class logits (a run fine-tuned with task = 'classify')."""
-        ft = self.spec.finetune
-        return ft is not None and ft.task == "classify"
+    def is_plain(self) -> bool:
+        """Whether ``model.safetensors`` alone holds the model's weights (no foldable change whose
+        tensors live in a file of their own)."""
+        return self.plain_spec is self.spec
+
+    @property
+    def head(self) -> HeadParams | None:
+        """The parameters of the head that replaced the LM head (labels, pooling), if any: such a
+        model scores classes and cannot generate text."""
+        heads = self.spec.change_params("head")
+        return cast("HeadParams", heads[-1]) if heads else None
 
 
 # --------------------------------------------------------------------------- model structure
+def built_changes(spec: RunSpec, registry: Registry | None = None) -> list[ModelChange]:
+    """The components of ``spec.changes``, built, in order."""
+    from corekit.spec import change_kind
+
+    reg = _registry(registry)
+    return [reg.build(*change_kind(change)) for change in spec.changes]
+
+
 def build_run_model(spec: RunSpec, registry: Registry | None = None) -> nn.Module:
     """The model of a run spec with the structure its saved weights have: ``build_model``, then
-    each compressor listed under ``compressed`` restores its changes (quantized layers, say),
-    then a fine-tuned run's classification head and (unmerged) adapter."""
+    each entry of ``changes``, restored by the component that made it, in order."""
     from corekit.assemble import build_model
 
     reg = _registry(registry)
     model = build_model(spec, reg)
-    for params in spec.compressed:
-        model = reg.build("compressor", params).restore(model)
-    ft = spec.finetune
-    if ft is not None and ft.task == "classify" and ft.labels:
-        from corekit.finetune.model import attach_classifier
-
-        attach_classifier(model, len(ft.labels))
-    if unmerged_adapter(spec):
-        reg.build("adapter", ft.adapter).apply(model)
-        model.requires_grad_(True)  # a loaded model is a plain module; fine-tuning sets what trains
+    for change in built_changes(spec, reg):
+        model = change.restore(model)
     return model
 
 
-def unmerged_adapter(spec: RunSpec) -> bool:
-    """Whether the run's weights come as base weights plus a separate adapter file."""
-    ft = spec.finetune
-    return ft is not None and ft.adapter is not None and not ft.merged
-
-
 def load_run_model(spec: RunSpec, weights: str | Path, registry: Registry | None = None) -> nn.Module:
-    """:func:`build_run_model` with the weights file ``weights`` loaded into it (and, for a run
-    fine-tuned with an unmerged adapter, the adapter file beside it)."""
+    """:func:`build_run_model` with the weights file ``weights`` loaded into it, then the files of
+    changes that keep their tensors apart (an adapter's), from the same directory."""
     from corekit.weights import load_weights
 
-    extra: list[Path] = []
-    ignore: tuple[str, ...] = ()
-    if unmerged_adapter(spec):
-        extra = [Path(weights).parent / ADAPTER_FILE]
-        ignore = ("lm_head.weight",) if spec.finetune.task == "classify" else ()  # the base's, replaced
-    return load_weights(build_run_model(spec, registry), weights, *extra, ignore=ignore)
+    changes = built_changes(spec, registry)
+    extra = [Path(weights).parent / c.weights_file for c in changes if c.weights_file]
+    drops = tuple(key for c in changes for key in c.drops)
+    return load_weights(build_run_model(spec, registry), weights, *extra, ignore=drops)
 
 
-def plain_spec(spec: RunSpec) -> RunSpec:
-    """``spec`` as it reads once an unmerged adapter is folded into the weights (itself otherwise)."""
-    if not unmerged_adapter(spec):
+def plain_spec(spec: RunSpec, registry: Registry | None = None) -> RunSpec:
+    """``spec`` without its foldable changes (itself when it has none): the spec of the model
+    :func:`load_plain_model` gives."""
+    kept = [entry for entry, change in zip(spec.changes, built_changes(spec, registry)) if not change.foldable]
+    if len(kept) == len(spec.changes):
         return spec
-    return spec.model_copy(update={"finetune": spec.finetune.model_copy(update={"merged": True})})
+    return spec.model_copy(update={"changes": kept})
 
 
 def load_plain_model(spec: RunSpec, weights: str | Path, registry: Registry | None = None) -> nn.Module:
-    """:func:`load_run_model`, with an unmerged adapter folded into the weights: the plain model
-    export and compressors work on (its spec is :func:`plain_spec`)."""
-    reg = _registry(registry)
-    model = load_run_model(spec, weights, reg)
-    if unmerged_adapter(spec):
-        model = reg.build("adapter", spec.finetune.adapter).merge(model)
+    """:func:`load_run_model`, with every foldable change folded into the weights, the last one
+    first: the plain model export and compressors work on (its spec is :func:`plain_spec`)."""
+    model = load_run_model(spec, weights, registry)
+    for change in reversed(built_changes(spec, registry)):
+        if change.foldable:
+            model = change.fold(model)
     return model

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
 from pydantic import (
-    BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator,
+    BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -118,6 +118,51 @@ class ModelSpec(BaseModel):
         )
 
 
+class _OneKind(BaseModel):
+    """A table whose fields are kinds, exactly one of which is given."""
+
+    model_config = SECTION
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> _OneKind:
+        kinds = list(type(self).model_fields)
+        given = [kind for kind in kinds if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a change names exactly one of {', '.join(kinds)}; got "
+                             f"{', '.join(given) if given else 'none'}")
+        return self
+
+
+def _change_model() -> type[BaseModel]:
+    """The model of one ``changes`` entry: a table with one key per change kind (see
+    :mod:`corekit.change`), exactly one of which is given."""
+    from pydantic import create_model
+
+    from corekit.kinds import CHANGE_KINDS
+
+    described = Field(None, description="its name and parameters, as the stage that made the change wrote them")
+    fields: dict[str, Any] = {
+        kind: (Slot[kind] | None, described)  # type: ignore[valid-type]  # a kind named at run time
+        for kind in CHANGE_KINDS
+    }
+    return create_model(
+        "Change", __base__=_OneKind, __module__=__name__,
+        __doc__="One entry of a run spec's ``changes``: the component that changed the model, under its kind.",
+        **fields,
+    )
+
+
+#: one entry of ``changes`` (a pydantic model; see :func:`_change_model`)
+Change = _change_model()
+
+
+def change_kind(change: Any) -> tuple[str, Params]:
+    """``(kind, params)`` of one validated ``changes`` entry."""
+    from corekit.kinds import CHANGE_KINDS
+
+    return next((kind, getattr(change, kind)) for kind in CHANGE_KINDS if getattr(change, kind) is not None)
+
+
 class RunSpec(BaseModel):
     """A whole run: the model, plus one section for each registered stage (tokenizer, data,
     train, compress, export, finetune, and any a plugin adds).
@@ -128,18 +173,20 @@ class RunSpec(BaseModel):
 
     model_config = SECTION
     model: ModelSpec
-    compressed: list[Slot["compressor"]] = Field(  # type: ignore[name-defined]  # noqa: F821 (names a plugin kind)
+    changes: list[Change] = Field(  # type: ignore[valid-type]  # built from the kinds table
         default_factory=list,
-        description="written by `corekit compress`: the compressors already applied to this run's weights, in order",
+        description="written by the stages that change a trained model (corekit compress, corekit finetune): what "
+                    "the run's model is beyond [model], in order, e.g. {compressor = {name = 'quantize'}}, "
+                    "{head = {name = 'classifier', labels = [...]}}, {adapter = {name = 'lora'}}",
     )
+
+    def change_params(self, kind: str | None = None) -> list[Params]:
+        """The parameters of the ``changes`` entries (of ``kind`` only, if given), in order."""
+        pairs = [change_kind(c) for c in self.changes]
+        return [params for k, params in pairs if kind is None or k == kind]
 
     if TYPE_CHECKING:  # the stages' sections (spec.train, spec.data, ...) are added at run time
         def __getattr__(self, name: str) -> Any: ...
-
-    @field_validator("compressed", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, (dict, str)) else value
 
     @model_validator(mode="after")
     def _vocab(self) -> RunSpec:
@@ -305,11 +352,22 @@ def load_spec(
     if isinstance(source, Mapping):
         check_depth(source)
     data = dict(source) if isinstance(source, Mapping) else read_spec_file(source)
-    data = apply_overrides(data, overrides)
+    data = upgrade_spec(apply_overrides(data, overrides), registry)
     try:
         return run_spec_type(registry).model_validate(data)
     except ValidationError as exc:
         raise SpecError(format_errors(exc, data, registry), label) from None
+
+
+def upgrade_spec(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """A spec written by an earlier corekit (a run directory's ``spec.toml``), rewritten into
+    the current form by each stage's :meth:`corekit.stage.Stage.upgrade`; a current spec is
+    returned as it is."""
+    from corekit.stage import stages
+
+    for stage in stages(registry):
+        data = stage.upgrade(data)
+    return data
 
 
 def spec_schema(registry: Registry) -> dict[str, Any]:
@@ -400,7 +458,10 @@ def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
     cls: type[BaseModel] = run_spec_type(registry, resolved=False)
     node = data
     for part in loc:
-        info = cls.model_fields.get(part) if isinstance(part, str) else None
+        if isinstance(part, int):  # an item of a list: the list's item model applies
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        info = cls.model_fields.get(part)
         if info is None:
             return []
         node = node.get(part) if isinstance(node, dict) else None
@@ -421,12 +482,20 @@ def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
 
 def spec_to_dict(spec: BaseModel) -> dict[str, Any]:
     """The resolved spec as plain data (None values dropped, as TOML has no null; so are empty
-    compressor lists, so that a spec file may still add ``[compress]`` tables)."""
+    lists of compressors and changes, so that a spec file may still add ``[compress]`` tables)."""
     data = spec.model_dump(mode="json", exclude_none=True)
-    for key in ("compress", "compressed"):
+    for key in ("compress", "changes"):
         if data.get(key) == []:
             del data[key]
     return data
+
+
+def with_changes(spec: RunSpec, registry: Registry, *entries: tuple[str, Params]) -> RunSpec:
+    """``spec`` with ``entries`` (``(kind, params)`` pairs) added at the end of its ``changes``,
+    validated again."""
+    data = spec_to_dict(spec)
+    data["changes"] = [*data.get("changes", []), *({kind: spec_to_dict(params)} for kind, params in entries)]
+    return run_spec_type(registry).model_validate(data)
 
 
 def spec_to_toml(spec: BaseModel) -> str:

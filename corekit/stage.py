@@ -64,6 +64,13 @@ class Stage(ABC):
         ``extra="forbid"``. Only called when :attr:`section` is set."""
         raise NotImplementedError(f"stage {self.name!r} names section {self.section!r} but gives no section_field()")
 
+    def upgrade(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite a spec written by an earlier version of this stage (a run directory's stored
+        ``spec.toml``, as plain data) into the current form; called by :func:`corekit.spec.load_spec`
+        before validation. The default returns ``data`` unchanged. Return a new dict rather than
+        changing ``data``."""
+        return data
+
     def wanted(self, spec: Any) -> bool:
         """Whether ``corekit run`` runs this stage for ``spec`` (default: always)."""
         return True

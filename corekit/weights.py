@@ -57,7 +57,7 @@ def save_weights(model, spec, registry, path: str | Path, *, only: set[str] | No
     from safetensors.torch import save
 
     from corekit import __version__
-    from corekit.spec import spec_to_dict
+    from corekit.spec import change_kind, spec_to_dict
 
     full = model.state_dict()
     shared = aliases(full)
@@ -70,7 +70,7 @@ def save_weights(model, spec, registry, path: str | Path, *, only: set[str] | No
     used = {("attention", m.attention.name), ("attention_kernel", m.attention.kernel.name), ("norm", m.norm.name),
             ("activation", m.mlp.activation.name), ("feedforward", m.mlp.name), ("positional", m.position.name),
             ("tokenizer", spec.tokenizer.name)}
-    used |= {("compressor", c.name) for c in getattr(spec, "compressed", [])}
+    used |= {(kind, params.name) for kind, params in map(change_kind, getattr(spec, "changes", []))}
     ft = getattr(spec, "finetune", None)
     if ft is not None:
         used |= {("template", ft.template.name)} | ({("adapter", ft.adapter.name)} if ft.adapter else set())

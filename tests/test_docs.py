@@ -95,7 +95,7 @@ def test_the_kinds_table_of_the_plugin_guide_is_current():
 
 # --------------------------------------------------------------------------- checks per kind
 #: fields a kind's Params require that the examples cannot default
-REQUIRED = {"attention": {"n_heads": 4}}
+REQUIRED = {"attention": {"n_heads": 4}, "head": {"labels": ["no", "yes", "maybe"]}}
 VOCAB = 260  # at least the default bytes tokenizer's 257 ids
 
 
@@ -332,7 +332,7 @@ def check_compressor(registry, comp, tmp_path):
     report = compress_run(run.path, params, tmp_path / "out", registry=registry, measure_speed=False)
     assert report["compressor"]["name"] == comp.name
     compressed = Run.open(tmp_path / "out", registry)
-    assert [c.name for c in compressed.spec.compressed] == [comp.name]
+    assert [c.name for c in compressed.spec.change_params("compressor")] == [comp.name]
     with torch.no_grad():
         logits = compressed.model().eval()(torch.tensor([[1, 2, 3, 4]]))
     assert logits.shape == (1, 4, compressed.spec.model.vocab_size) and torch.isfinite(logits).all()
@@ -397,6 +397,30 @@ def check_adapter(registry, comp, tmp_path):
     assert set(merged.state_dict()) == keys
     with torch.no_grad():
         assert torch.allclose(merged(ids), tuned, atol=1e-4)
+
+
+def check_head(registry, comp, tmp_path):
+    """A run whose changes hold the head: its model scores the labels, and its saved weights load
+    back into the same structure."""
+    import torch
+
+    from corekit.change import Head
+    from corekit.run import Run
+    from corekit.spec import load_spec
+    from corekit.weights import save_weights
+    from helpers import model_section
+
+    params, data = params_of(registry, comp)
+    assert isinstance(registry.build("head", params), Head)
+    spec = load_spec({"model": model_section(vocab_size=VOCAB), "changes": [{"head": data}]}, registry=registry)
+    model = Run(tmp_path, spec, registry).model(seed=0).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        scores = model(ids)
+    assert scores.shape == (1, 5, len(params.labels))
+    save_weights(model, spec, registry, tmp_path / "model.safetensors")
+    with torch.no_grad():
+        assert torch.equal(Run(tmp_path, spec, registry).model().eval()(ids), scores)
 
 
 def stage_spec(registry, section: str | None, table) -> object:
@@ -489,6 +513,7 @@ CHECKS = {
     "compressor": check_compressor,
     "template": check_template,
     "adapter": check_adapter,
+    "head": check_head,
     "stage": check_stage,
 }
 

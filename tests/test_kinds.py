@@ -22,6 +22,8 @@ def _params(registry, comp):
     fields = {"name": comp.name}
     if comp.kind == "attention":
         fields.update(n_heads=4, **({"n_kv_heads": 2} if "n_kv_heads" in comp.params.model_fields else {}))
+    if comp.kind == "head":
+        fields.update(labels=["no", "yes"])
     return registry.resolve(comp.params).model_validate(fields)  # nested slots get their defaults
 
 
@@ -100,7 +102,7 @@ def test_the_json_schema_describes_slots_with_the_kinds_contract(registry):
 
     text = json.dumps(spec_schema(registry))
     for kind in ("attention", "norm", "feedforward", "positional", "optimizer", "scheduler", "tokenizer"):
-        assert re.search(rf"a {kind} component: {re.escape(KINDS[kind].contract)}", text), kind
+        assert re.search(rf"\ban? {kind} component: {re.escape(KINDS[kind].contract)}", text), kind
 
 
 def test_the_plugin_guide_documents_every_kinds_build_call():

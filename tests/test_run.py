@@ -38,7 +38,7 @@ def test_trained_run_model_is_its_spec_model_with_the_saved_weights(trained_run,
     with torch.no_grad():
         assert torch.equal(run.model().eval()(ids), reference.eval()(ids))
     assert run.tokenizer.decode(run.tokenizer.encode("nine eight")) == "nine eight"
-    assert run.plain_spec is run.spec and not run.is_classifier
+    assert run.plain_spec is run.spec and run.is_plain and run.head is None
 
 
 def test_untrained_run_model_is_seeded(tmp_path, registry):

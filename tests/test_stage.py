@@ -77,7 +77,7 @@ def _plugin(*stage_classes, commands=None) -> types.ModuleType:
 def test_a_plugin_stage_adds_its_section_to_the_run_spec():
     registry = load_registry(autoload=False, plugins=[_plugin(NotesStage)])
     fields = list(run_spec_type(registry).model_fields)
-    assert fields[:2] == ["model", "compressed"] and "notes" in fields
+    assert fields[:2] == ["model", "changes"] and "notes" in fields
     assert fields.index("notes") < fields.index("tokenizer")  # ordered by stage order
     spec = load_spec({"model": MODEL, "notes": {"text": "hi"}}, registry=registry)
     assert spec.notes.text == "hi"

@@ -63,9 +63,10 @@ def generate(
 
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     run = _open(target, run_dir, set_)
-    if run.is_classifier:
-        raise CorekitError(f"{target} is a classifier (fine-tuned with task = 'classify'): it has no LM head to "
-                           f"generate with; use `corekit classify {target} --text ...`")
+    if run.head is not None:
+        raise CorekitError(f"{target} is a classifier (its model ends in a {run.head.name} head over "
+                           f"{len(run.head.labels)} labels): it has no LM head to generate with; "
+                           f"use `corekit classify {target} --text ...`")
     tokenizer = run.tokenizer
     model = run.model(seed=seed)
     stops = _stop_ids(tokenizer, stop, stop_id) if stop or stop_id else [tokenizer.eot_id]

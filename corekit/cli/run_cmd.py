@@ -25,7 +25,7 @@ def evaluate(
 
     run = Run.open(run_dir)
     spec = run.spec
-    if run.is_classifier:
+    if run.head is not None:
         _evaluate_classifier(run, data)
         return
     pairs = None
@@ -52,7 +52,7 @@ def _evaluate_classifier(run, data: Optional[Path]) -> None:
     spec = run.spec
     examples, where = classifier_examples(spec, run.tokenizer, str(data) if data is not None else None)
     model = run.model().eval()
-    result = evaluate_classify(model, examples, spec.finetune.labels, spec.finetune.pooling)
+    result = evaluate_classify(model, examples, run.head.labels, run.head.pooling)
     console = Console(highlight=False)
     typer.echo(f"{run.path} on {where}: {result['count']} examples, accuracy {result['accuracy']:.4f}, "
                f"macro-F1 {result['macro_f1']:.4f}")

@@ -3,9 +3,10 @@
 A compressor component's ``build(params)`` returns a :class:`Compressor`. ``corekit compress``
 (see :mod:`corekit.compress.run`) calls :meth:`Compressor.check` before anything is written,
 then :meth:`Compressor.compress`, and writes the model it returns as a new run directory
-whose ``spec.toml`` lists the compressor under ``compressed``. Loading that run later builds
-the spec's model and calls :meth:`Compressor.restore` for each compressor listed, so the
-modules have the structure the saved weights need (e.g. quantized layers) before loading.
+whose ``spec.toml`` adds the compressor to its ``changes`` (``{compressor = {...}}``). Loading
+that run later builds the spec's model and calls :meth:`Compressor.restore` for each change
+listed, so the modules have the structure the saved weights need (e.g. quantized layers)
+before loading (see :mod:`corekit.change`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from corekit.change import ModelChange
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -67,7 +70,7 @@ class SourceRun:
 
     def compressors(self) -> list[Compressor]:
         """The compressors already applied to this run, in order."""
-        return [self.registry.build("compressor", params) for params in self.spec.compressed]
+        return [self.registry.build("compressor", params) for params in self.spec.change_params("compressor")]
 
 
 @dataclass
@@ -79,13 +82,13 @@ class Compressed:
     details: dict[str, Any] = field(default_factory=dict)  # figures for compress-report.json
 
 
-class Compressor(ABC):
+class Compressor(ModelChange, ABC):
     """Acts on a trained run and returns a smaller or faster model."""
 
     #: whether this compressor leaves integer weights that later stages cannot train
     quantizes: bool = False
     #: whether it returns a new model (a distilled student) rather than a changed copy of the
-    #: run's: the new run's ``compressed`` list then starts afresh, since earlier compressors'
+    #: run's: the new run's ``changes`` list then starts afresh, since earlier changes'
     #: ``restore`` does not apply to it
     new_model: bool = False
 
@@ -102,7 +105,8 @@ class Compressor(ABC):
             from corekit.errors import CorekitError
 
             raise CorekitError(
-                f"{source.run.path} is already quantized ({', '.join(c.name for c in source.spec.compressed)}); "
+                f"{source.run.path} is already quantized "
+                f"({', '.join(c.name for c in source.spec.change_params('compressor'))}); "
                 f"{self.params.name} needs float weights. Apply {self.params.name} first and quantize last"
             )
 

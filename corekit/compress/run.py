@@ -2,8 +2,8 @@
 
 The new run has the layout of any run (``spec.toml``, ``tokenizer.json``, ``data/`` as hard
 links, ``model.safetensors``), so ``eval``, ``generate``, ``export onnx`` and further
-compressors take it unchanged; its spec lists every compressor applied so far under
-``compressed``. Beside it, ``compress-report.json`` holds the figures before and after:
+compressors take it unchanged; its spec lists every compressor applied so far in its
+``changes``. Beside it, ``compress-report.json`` holds the figures before and after:
 parameters, weight file size, validation perplexity, KL from the source model's predictions
 and CPU decode tokens/s, measured side by side in one process. Everything is written into a
 temporary directory beside ``--out`` and renamed into place only when the compressed model
@@ -112,9 +112,9 @@ def compress_run(
         result = compressor.compress(source, work, say)
         shutil.rmtree(work)
         data = spec_to_dict(result.spec)
-        data.pop("compress", None)  # done: the new run's spec records it under `compressed`
-        history = [] if compressor.new_model else [spec_to_dict(p) for p in spec.compressed]
-        data["compressed"] = [*history, spec_to_dict(params)]
+        data.pop("compress", None)  # done: the new run's spec records it in `changes`
+        history = [] if compressor.new_model else spec_to_dict(source.spec).get("changes", [])
+        data["changes"] = [*history, {"compressor": spec_to_dict(params)}]
         new_spec = load_spec(data, registry=registry)  # the new run's spec must validate
         RunDir(tmp).derive(new_spec, run)
         weights = tmp / "model.safetensors"
@@ -130,7 +130,7 @@ def compress_run(
             "format": FORMAT,
             "compressor": spec_to_dict(params),
             "source": {"run": str(run.path), "weights_sha256": file_sha256(source.weights),
-                       "compressed": [spec_to_dict(p) for p in spec.compressed]},
+                       "changes": spec_to_dict(source.spec).get("changes", [])},
             "before": figures(before, source.weights, data_dir, spec.model.context_length, windows),
             "after": figures(after, weights, data_dir, new_spec.model.context_length, windows),
             "details": result.details,

@@ -131,10 +131,10 @@ def export_run(
     tokenizer_json = tokenizer.edge_json()
     model = run.plain_model().eval()  # an adapter folded in: a plain, faster graph
     spec = run.plain_spec
-    ft = spec.finetune
-    classifier = ({"kind": "classify", "labels": list(ft.labels), "pooling": ft.pooling,
-                   "max_length": ft.max_length or spec.model.context_length}
-                  if ft is not None and ft.task == "classify" else None)  # logits over labels, not tokens
+    head = run.head
+    classifier = ({"kind": "classify", "labels": list(head.labels), "pooling": head.pooling,
+                   "max_length": head.max_length or spec.model.context_length}
+                  if head is not None else None)  # logits over labels, not tokens
     stored = quantized_modules(model)  # a quantized run: its own integers go into the graph
     for module in stored.values():  # the graph computes the exact weight-only product, not torch.ao's
         module.kernel = "dequantize"
@@ -200,7 +200,7 @@ def export_run(
         else:
             report.sizes = {"float32": _graph_bytes(fp32)}
         (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
-        inputs, outputs = _io(layout, len(classifier["labels"]) if classifier else model.vocab_size)
+        inputs, outputs = _io(layout, len(head.labels) if head is not None else model.vocab_size)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
         for name in files:  # some writers (onnx external data) make 0600 files; a bundle is shared
             (tmp / name).chmod(0o666 & ~_umask())

@@ -4,6 +4,11 @@ An adapter adds a few trainable weights to a frozen model (Hu et al. 2021, "LoRA
 Adaptation of Large Language Models", arXiv:2106.09685). Fine-tuning with one trains and
 saves only those weights; :meth:`Adapter.merge` folds them into the base weights so that
 export and compressors see a plain model again.
+
+A run fine-tuned with an unmerged adapter records it in its spec's ``changes``; as a
+:class:`corekit.change.ModelChange` the adapter restores itself on a freshly built model
+(:meth:`Adapter.restore`), its tensors come from ``adapter.safetensors`` beside the base
+weights, and folding it is :meth:`Adapter.merge`.
 """
 
 from __future__ import annotations
@@ -13,9 +18,28 @@ from contextlib import AbstractContextManager
 
 from torch import nn
 
+from corekit.change import ModelChange
 
-class Adapter(ABC):
+#: where a run fine-tuned with an unmerged adapter keeps the adapter's tensors (and the other
+#: tensors its fine-tuning trained), beside the base weights in model.safetensors
+ADAPTER_FILE = "adapter.safetensors"
+
+
+class Adapter(ModelChange, ABC):
     """Adds, lists, merges and switches off the adapter weights of a model."""
+
+    weights_file = ADAPTER_FILE
+    foldable = True
+
+    def restore(self, model: nn.Module) -> nn.Module:
+        """The adapter applied to a freshly built model (before its weights load); every
+        parameter is left trainable, as on any loaded model."""
+        self.apply(model)
+        model.requires_grad_(True)
+        return model
+
+    def fold(self, model: nn.Module) -> nn.Module:
+        return self.merge(model)
 
     @abstractmethod
     def apply(self, model: nn.Module) -> list[str]:

@@ -140,6 +140,7 @@ def classifier_examples(spec, tokenizer, path: str | None = None) -> tuple[list[
         _, records = fd.split(records, ft.data.val, ft.data.val_fraction, spec.train.seed)
         where = ft.data.val or f"the held-out {ft.data.val_fraction:.0%} of {ft.data.train}"
     examples = fd.classify_examples(records, ft.data.text_field, ft.data.label_field)
-    ids = fd.label_ids(examples, ft.labels)
-    limit = ft.max_length or spec.model.context_length
+    head = spec.change_params("head")[-1]  # the classifier's labels, in output order
+    ids = fd.label_ids(examples, head.labels)
+    limit = head.max_length or spec.model.context_length
     return [(fd.text_ids(tokenizer, text, limit), i) for (text, _, _), i in zip(examples, ids)], where

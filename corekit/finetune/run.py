@@ -42,7 +42,7 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
     """
     from corekit.plugins import get_registry
     from corekit.run import Run
-    from corekit.spec import apply_overrides, load_spec, read_spec_file
+    from corekit.spec import apply_overrides, load_spec, read_spec_file, spec_to_dict
 
     registry = registry or get_registry()
     label = str(spec_file)
@@ -69,7 +69,10 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
         raise CorekitError(f"finetune.base = {ft['base']!r}: {exc}") from None
     base, base_spec = opened.dir, opened.spec
     stored = base.stored_spec() or {}
-    merged = {k: v for k, v in stored.items() if k not in ("compress", "finetune", "export")}
+    merged = {k: v for k, v in stored.items() if k not in ("compress", "compressed", "changes", "finetune", "export")}
+    # the new run starts from the plain model of the base (its adapter folded in): its changes, and
+    # then the fine-tuning's own (a head, an adapter; see finetune_changes)
+    merged["changes"] = spec_to_dict(opened.plain_spec).get("changes", [])
     merged["train"] = _merge(stored.get("train", {}), data.get("train", {}))
     if "export" in data:
         merged["export"] = data["export"]
@@ -98,13 +101,51 @@ def _located(error: SpecError, spec_file) -> SpecError:
 
 
 def _check_base(base, base_spec, registry) -> None:
-    quantized = [c.name for c in base_spec.compressed if getattr(registry.build("compressor", c), "quantizes", False)]
+    quantized = [c.name for c in base_spec.change_params("compressor")
+                 if getattr(registry.build("compressor", c), "quantizes", False)]
     if quantized:
         raise CorekitError(f"{base.path} holds quantized weights ({', '.join(quantized)}), which cannot be trained; "
                            "fine-tune the float run, then compress the result")
-    if base_spec.finetune is not None and base_spec.finetune.task == "classify":
+    if base_spec.change_params("head"):
+        origin = f" ({base_spec.finetune.base})" if base_spec.finetune is not None else ""
         raise CorekitError(f"{base.path} is a classifier (its LM head was replaced); fine-tune the language model it "
-                           f"started from ({base_spec.finetune.base}) instead")
+                           f"started from{origin} instead")
+
+
+def head_params(ft, labels: list[str], registry):
+    """The Params of the head (kind ``head``) a classify fine-tuning puts on the model: the one
+    ``finetune.head`` names, with the section's labels, pooling and max_length.
+
+    Raises:
+        SpecError: an unknown head, or options it does not accept (named under ``finetune.head``).
+    """
+    from pydantic import ValidationError
+
+    table = {"name": ft.head} if isinstance(ft.head, str) else dict(ft.head)
+    name = table.get("name", "classifier")
+    taken = [key for key in ("labels", "pooling", "max_length") if key in table]
+    if taken:
+        raise SpecError([SpecIssue(f"finetune.head.{key}", f"set {key} in [finetune] itself") for key in taken])
+    if not isinstance(name, str) or ("head", name) not in registry:
+        raise SpecError([SpecIssue("finetune.head.name", f"unknown head {name!r}; available: "
+                                                         f"{', '.join(registry.names('head'))}")])
+    model = registry.resolve(registry.get("head", name).params)
+    try:
+        return model.model_validate({**table, "name": name, "labels": labels, "pooling": ft.pooling,
+                                     "max_length": ft.max_length})
+    except ValidationError as exc:
+        raise SpecError([SpecIssue(".".join(["finetune.head", *map(str, e["loc"])]), e["msg"])
+                         for e in exc.errors()]) from None
+
+
+def finetune_changes(p: "Prepared", registry, merged: bool) -> list[tuple[str, Any]]:
+    """The entries fine-tuning adds to the new run's ``changes``: its classification head, and its
+    adapter unless ``merged`` into the weights."""
+    ft = p.spec.finetune
+    entries: list[tuple[str, Any]] = [("head", p.head)] if p.head is not None else []
+    if ft.adapter is not None and not merged:
+        entries.append(("adapter", ft.adapter))
+    return entries
 
 
 # --------------------------------------------------------------------------- preparing
@@ -118,6 +159,7 @@ class Prepared:
     tokenizer: Any
     template: Any = None
     labels: list[str] = field(default_factory=list)
+    head: Any = None  # classify: the head's Params (kind head)
     train: list = field(default_factory=list)
     val: list = field(default_factory=list)
     held_out: list = field(default_factory=list)  # instruct: conversations for generation
@@ -161,6 +203,7 @@ def prepare(spec, base, base_spec, registry) -> Prepared:
         if len(p.labels) < 2:
             raise CorekitError(f"{ft.data.train}: classification needs at least two labels, found {p.labels}")
         ft.labels = p.labels
+        p.head = head_params(ft, p.labels, registry)
         for examples, out in ((train_ex, p.train), (val_ex, p.val)):
             ids = fd.label_ids(examples, p.labels)
             out += [(fd.text_ids(p.tokenizer, text, max_len), i) for (text, _, _), i in zip(examples, ids)]
@@ -233,7 +276,7 @@ def build_model(p: Prepared, registry) -> Setup:
     setup = Setup(model)
     fm.resize_vocab(model, p.spec.model.vocab_size)
     if ft.task == "classify":
-        fm.attach_classifier(model, len(p.labels))
+        registry.build("head", p.head).restore(model)
     if ft.adapter is not None:
         setup.adapter = registry.build("adapter", ft.adapter)
         setup.adapter.apply(model)

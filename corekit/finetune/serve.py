@@ -20,17 +20,18 @@ def classify_texts(spec, tokenizer, model, texts: Sequence[str]) -> list[dict]:
     """For each text: ``{"text", "label", "probability", "probabilities": {label: p}}``."""
     from corekit.finetune.evaluate import classify_predictions
 
-    ft = spec.finetune
-    if ft is None or ft.task != "classify":
+    heads = spec.change_params("head")
+    if not heads:
         raise CorekitError("this run is not a classifier (fine-tune one with task = 'classify')")
     if not texts or any(not t for t in texts):
         raise CorekitError("give at least one non-empty text to classify")
     from corekit.finetune.data import text_ids
 
-    examples = [(text_ids(tokenizer, t, ft.max_length or spec.model.context_length), 0) for t in texts]
-    preds, probs = classify_predictions(model, examples, ft.pooling)
-    return [{"text": text, "label": ft.labels[i], "probability": float(row[i]),
-             "probabilities": {label: float(p) for label, p in zip(ft.labels, row)}}
+    head = heads[-1]
+    examples = [(text_ids(tokenizer, t, head.max_length or spec.model.context_length), 0) for t in texts]
+    preds, probs = classify_predictions(model, examples, head.pooling)
+    return [{"text": text, "label": head.labels[i], "probability": float(row[i]),
+             "probabilities": {label: float(p) for label, p in zip(head.labels, row)}}
             for text, i, row in zip(texts, preds, probs)]
 
 
@@ -46,7 +47,7 @@ class ChatSession:
 
         registry = registry or get_registry()
         ft = spec.finetune
-        if ft is not None and ft.task == "classify":
+        if spec.change_params("head"):
             raise CorekitError("this run is a classifier; use `corekit classify RUN --text ...`")
         params = ft.template if ft is not None else registry.get("template", registry.defaults["template"]).params()
         self.template = registry.build("template", params)

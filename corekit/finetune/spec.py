@@ -3,13 +3,14 @@
 A fine-tuning spec file holds ``[finetune]`` (and optionally ``[train]``, merged over the base
 run's, and ``[export]``); the model, tokenizer and data come from the base run. The finished
 run's ``spec.toml`` keeps the section, with what fine-tuning decided filled in (the label
-names of a classifier, whether an adapter was merged), so that loading the run rebuilds
-exactly the model its weights belong to.
+names of a classifier), and lists what it did to the model in its ``changes``: a classifier
+``head`` and an unmerged ``adapter``, so that loading the run rebuilds exactly the model its
+weights belong to.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -58,6 +59,10 @@ class FinetuneSpec(BaseModel):
                            "and the head only (0: the head only)"
     )
     # classify
+    head: str | dict[str, Any] = Field(
+        "classifier", description="classify: the head put in the LM head's place (classifier | <plugin>), by name or "
+                                  "as a table of its options; its labels, pooling and max_length come from this section"
+    )
     pooling: Literal["last", "mean"] = Field("last", description="classify: the last non-padding token, or the mean")
     labels: list[str] | None = Field(
         None, description="classify: label names in id order (default: the sorted labels of the training data)"
@@ -73,8 +78,6 @@ class FinetuneSpec(BaseModel):
                                                        "and ROUGE-L")
     max_new_tokens: PositiveInt = Field(64, description="instruct: longest generated answer when evaluating")
     beta: PositiveFloat = Field(0.1, description="preference: DPO's beta (strength of the pull to the reference)")
-    # written by `corekit finetune`
-    merged: bool = Field(False, description="set by corekit finetune: the adapter is folded into the weights")
 
     @field_validator("labels")
     @classmethod

@@ -16,6 +16,7 @@ from corekit.finetune.run import (
     Setup,
     build_model,
     count,
+    finetune_changes,
     load_finetune_spec,
     prepare,
 )
@@ -129,9 +130,11 @@ def finetune(
     """
     import torch
 
-    from corekit.run import ADAPTER_FILE, unmerged_adapter
+    from corekit.finetune.adapter import ADAPTER_FILE
     from corekit.plugins import get_registry
+    from corekit.run import Run
     from corekit.rundir import RunDir
+    from corekit.spec import with_changes
     from corekit.weights import save_weights
 
     say = say or (lambda message: None)
@@ -161,17 +164,17 @@ def finetune(
         after = measure(p, setup, reference)
         if ft.merge:
             model = setup.adapter.merge(model)
-            ft.merged = True
+        spec = with_changes(spec, registry, *finetune_changes(p, registry, merged=ft.merge))
         RunDir(tmp).derive(spec, base)
         weights = tmp / "model.safetensors"
         sizes: dict[str, int] = {}
-        if ft.adapter is not None and not ft.merged:
+        if ft.adapter is not None and not ft.merge:
             # The adapter file: the adapter's tensors, a classifier head, and the new tokens' rows;
             # model.safetensors: the frozen weights under them (the base run's own file when it is that).
             adapter_keys = set(setup.adapter.state(model)) | setup.extra_keys
             save_weights(model, spec, registry, tmp / ADAPTER_FILE, only=adapter_keys, rows=setup.new_rows)
             sizes["adapter_bytes"] = (tmp / ADAPTER_FILE).stat().st_size
-            if not unmerged_adapter(base_spec):
+            if Run(base, base_spec, registry).is_plain:
                 link_file(base.path / "model.safetensors", weights)
             else:  # the base's own adapter is folded into these frozen weights
                 save_weights(model, spec, registry, weights, exclude=adapter_keys)
@@ -183,7 +186,7 @@ def finetune(
         report: dict[str, Any] = {
             "format": FORMAT, "task": ft.task,
             "base": {"run": str(base.path), "weights_sha256": file_sha256(base.path / "model.safetensors")},
-            "method": ft.adapter.name if ft.adapter is not None else "full", "merged": ft.merged,
+            "method": ft.adapter.name if ft.adapter is not None else "full", "merged": ft.merge,
             "parameters": {"trainable": trainable, "total": total}, "steps": steps,
             "examples": {"train": len(p.train), "val": len(p.val), "dropped_too_long": p.dropped},
             "before": before, "after": after, "train": train_metrics, "files": sizes,
@@ -233,12 +236,12 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, registry=None)
     """Fold the adapter of a run fine-tuned with one into its weights: a plain run at ``out``
     (default ``RUN-merged``) that export and compressors take like any other."""
     from corekit.rundir import RunDir
-    from corekit.run import Run, unmerged_adapter
+    from corekit.run import Run
     from corekit.weights import save_weights
 
     run = Run.open(run_dir, registry)
     registry, tokenizer = run.registry, run.tokenizer
-    if not unmerged_adapter(run.spec):
+    if run.is_plain:
         raise CorekitError(f"{run.path} has no unmerged adapter to fold in (it is already a plain run)")
     out = Path(out) if out is not None else run.path.with_name(run.path.name + "-merged")
     if out.exists() and out.resolve() == run.path.resolve():

@@ -130,11 +130,14 @@ def train(
     from corekit.train.samples import SampleCallback
     from corekit.weights import save_weights
 
-    if spec.compressed:
+    if spec.changes:
+        from corekit.spec import change_kind
+
+        made = ", ".join(f"{kind} {params.name}" for kind, params in map(change_kind, spec.changes))
         raise CorekitError(
-            f"this spec describes a compressed run ({', '.join(c.name for c in spec.compressed)} applied); training "
-            "it from scratch would not give that model. Train the original spec, then compress the trained run "
-            "(corekit compress), or fine-tune a float run"
+            f"this spec describes a run whose model a later stage changed ({made}); training it from scratch "
+            "would not give that model. Train the original spec, then compress (corekit compress) or fine-tune "
+            "(corekit finetune) the trained run"
         )
     ckpt_path = _resume_from(run, resume)  # before any stage writes: a refusal changes nothing
     tokenizer, _ = ensure_tokenizer(spec, run, registry)

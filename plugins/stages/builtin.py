@@ -122,6 +122,10 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, (dict, str)) else value
 
 
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
 class CompressStage(Stage):
     name = "compress"
     section = "compress"
@@ -132,6 +136,15 @@ class CompressStage(Stage):
         return (Annotated[compressors, BeforeValidator(_one_or_many)],  # type: ignore[valid-type]  # a run-time alias
                 Field(default_factory=list, description="compressors `corekit run` applies after training, in order "
                                                         "([compress] or [[compress]])"))
+
+    def upgrade(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Runs compressed before ``changes`` existed list their compressors under ``compressed``."""
+        if "compressed" not in data:
+            return data
+        old = _one_or_many(data["compressed"])
+        changes = [{"compressor": c} for c in old] if isinstance(old, list) else [{"compressor": old}]
+        rest = {k: v for k, v in data.items() if k != "compressed"}
+        return {**rest, "changes": [*changes, *_as_list(data.get("changes"))]}
 
     def wanted(self, spec: Any) -> bool:
         return bool(spec.compress)
@@ -192,7 +205,8 @@ class ExportStage(Stage):
 class FinetuneStage(Stage):
     """Fine-tuning makes a new run from a trained one, so it is not a step of ``corekit run``
     over one directory: ``corekit finetune SPEC`` runs it. A fine-tuned run's spec keeps the
-    section, which says what its model is (labels, adapter, template)."""
+    section (how it was made: base, task, data, template); what its model is beyond ``[model]``
+    (a classification head, an unmerged adapter) is in its ``changes``."""
 
     name = "finetune"
     section = "finetune"
@@ -202,6 +216,21 @@ class FinetuneStage(Stage):
         from corekit.finetune.spec import FinetuneSpec
 
         return FinetuneSpec | None, Field(None, description="fine-tuning of a trained run (corekit finetune)")
+
+    def upgrade(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Runs fine-tuned before ``changes`` existed say ``finetune.merged`` and leave the head and
+        the adapter to be read from ``[finetune]``."""
+        ft = data.get("finetune")
+        if not isinstance(ft, dict) or "merged" not in ft:
+            return data
+        changes = []
+        if ft.get("task") == "classify" and isinstance(ft.get("labels"), list):
+            head = {"name": "classifier", "labels": ft["labels"], "pooling": ft.get("pooling", "last")}
+            changes.append({"head": head | ({"max_length": ft["max_length"]} if "max_length" in ft else {})})
+        if ft.get("adapter") is not None and not ft["merged"]:
+            changes.append({"adapter": ft["adapter"]})
+        section = {k: v for k, v in ft.items() if k != "merged"}
+        return {**data, "finetune": section, "changes": [*_as_list(data.get("changes")), *changes]}
 
     def wanted(self, spec: Any) -> bool:
         return False

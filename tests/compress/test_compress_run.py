@@ -116,13 +116,13 @@ quantize = "none"
     assert code == 0, err
     pruned, quantized = run / "compress" / "1-prune", run / "compress" / "2-quantize"
     final = load_spec(quantized / "spec.toml")
-    assert [c.name for c in final.compressed] == ["prune", "quantize"]
+    assert [c.name for c in final.change_params("compressor")] == ["prune", "quantize"]
     assert final.model.attention.n_heads == 2 and final.model.attention.head_dim == 16
     assert json.loads((quantized / REPORT).read_text())["source"]["run"] == str(pruned)
     manifest = read_manifest(run / "export")
     assert manifest["weights"] == "int4+int8" and manifest["cache"]["n_kv_heads"] == 1
     assert manifest["verification"]["stored_integers_max_abs_logit_diff"] <= 1e-4
-    assert "compressed" not in read_spec_file(run / "spec.toml")  # the trained run itself is untouched
+    assert "changes" not in read_spec_file(run / "spec.toml")  # the trained run itself is untouched
     stamp = (quantized / "model.safetensors").stat().st_mtime_ns
     code, stdout, err = run_cli(capsys, "run", str(tmp_path / "spec.toml"), "--run-dir", str(run))
     assert code == 0, err
@@ -152,15 +152,16 @@ def test_shared_tensors_are_stored_once_and_retied(registry, tmp_path):
         load_weights(untied, tmp_path / "w.safetensors")
 
 
-def test_a_distilled_student_starts_a_fresh_compressed_list(trained_run, registry, tmp_path):
+def test_a_distilled_student_starts_a_fresh_changes_list(trained_run, registry, tmp_path):
     pruned = tmp_path / "pruned"
     compress_run(trained_run, compressor_params("prune", ["sparsity=0.3"], registry), pruned, registry=registry,
                  measure_speed=False)
     params = compressor_params("distill", ["student.n_layers=1", "steps=2"], registry)
     report = compress_run(pruned, params, tmp_path / "student", registry=registry, measure_speed=False)
     spec = load_spec(tmp_path / "student" / "spec.toml", registry=registry)
-    assert [c.name for c in spec.compressed] == ["distill"] and spec.model.n_layers == 1
-    assert [c["name"] for c in report["source"]["compressed"]] == ["prune"]  # the lineage stays in the report
+    assert [c.name for c in spec.change_params("compressor")] == ["distill"] and spec.model.n_layers == 1
+    # the lineage stays in the report
+    assert [c["compressor"]["name"] for c in report["source"]["changes"]] == ["prune"]
 
 
 def test_recovery_schedules_keep_their_shape_and_compressed_specs_do_not_train(trained_run, registry, tmp_path):
@@ -174,8 +175,8 @@ def test_recovery_schedules_keep_their_shape_and_compressed_specs_do_not_train(t
     assert (short.train.max_steps, short.train.scheduler.warmup_steps) == (100, 10)
     assert with_steps(spec, 5).train.scheduler.warmup_steps == 0 + round(60 * 5 / 600)
     data = read_spec_file(trained_run / "spec.toml")
-    data["compressed"] = [{"name": "quantize"}]
-    with pytest.raises(CorekitError, match="compressed run"):
+    data["changes"] = [{"compressor": {"name": "quantize"}}]
+    with pytest.raises(CorekitError, match=r"a later stage changed \(compressor quantize\)"):
         train(load_spec(data, registry=registry), RunDir(tmp_path / "run"), registry)
     assert not (tmp_path / "run").exists()
 

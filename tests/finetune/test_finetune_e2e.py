@@ -81,6 +81,9 @@ def test_classifier_run_directory(classifier):
     out = classifier["out"]
     spec = load_spec(f"{out}/spec.toml", registry=get_registry())
     assert spec.finetune.labels == ["sorted", "unsorted"]
+    # the model's head is recorded as a change, with what reading its output needs
+    (head,) = spec.change_params()
+    assert (head.name, head.labels, head.pooling) == ("classifier", ["sorted", "unsorted"], "last")
     png = open(f"{out}/confusion.png", "rb").read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     report = json.loads(open(f"{out}/finetune-report.json").read())
@@ -191,9 +194,9 @@ def test_lora_learns_and_saves_only_the_adapter(lora, trained_run):
 
 
 def test_lora_merge_gives_the_same_model(lora, capsys):
-    from corekit.run import unmerged_adapter
     from corekit.finetune.serve import load_run
     from corekit.plugins import get_registry
+    from corekit.run import Run
 
     registry = get_registry()
     code, _, _ = run_cli(capsys, "finetune", lora["out"], "--merge")
@@ -201,7 +204,8 @@ def test_lora_merge_gives_the_same_model(lora, capsys):
     merged_dir = lora["out"] + "-merged"
     spec_u, _, unmerged = load_run(lora["out"], registry)
     spec_m, _, merged = load_run(merged_dir, registry)
-    assert unmerged_adapter(spec_u) and not unmerged_adapter(spec_m)
+    assert [c.name for c in spec_u.change_params("adapter")] == ["lora"] and not spec_m.changes
+    assert not Run.open(lora["out"], registry).is_plain and Run.open(merged_dir, registry).is_plain
     assert not any("lora" in k for k in merged.state_dict())
     ids = torch.randint(0, 256, (2, 24))
     with torch.no_grad():
@@ -211,7 +215,8 @@ def test_lora_merge_gives_the_same_model(lora, capsys):
         code, _, err = run_cli(capsys, "compress", source, "--with", "quantize", "--no-speed")
         assert code == 0, err
     spec_q, _, quantized = load_run(lora["out"] + "-quantize", registry)
-    assert spec_q.finetune.merged and not os.path.exists(lora["out"] + "-quantize/adapter.safetensors")
+    assert [c.name for c in spec_q.change_params()] == ["quantize"]  # the adapter folded in, then quantized
+    assert not os.path.exists(lora["out"] + "-quantize/adapter.safetensors")
     spec_mq, _, merged_quantized = load_run(merged_dir + "-quantize", registry)
     with torch.no_grad():
         torch.testing.assert_close(quantized(ids), merged_quantized(ids), rtol=0, atol=0)
@@ -231,6 +236,31 @@ def test_lora_classifier(trained_run, work, capsys):
     code, stdout, _ = run_cli(capsys, "classify", f"{work}/cls-lora", "--text", "0123456789", "--text", "97531",
                               "--json")
     assert code == 0 and [json.loads(line)["label"] for line in stdout.splitlines()] == ["sorted", "unsorted"]
+    _a_run_written_before_changes_opens_as_the_same_model(work / "cls-lora", work / "cls-lora-old")
+
+
+def _a_run_written_before_changes_opens_as_the_same_model(run_dir, old_dir):
+    """The run rewritten as earlier versions wrote it (head and adapter in [finetune], with
+    `merged`; no `changes`) opens as the same model."""
+    import shutil
+    import tomllib
+
+    import tomli_w
+
+    from corekit.plugins import get_registry
+    from corekit.run import Run
+
+    shutil.copytree(run_dir, old_dir)
+    data = tomllib.loads((old_dir / "spec.toml").read_text())
+    assert [next(iter(c)) for c in data.pop("changes")] == ["head", "adapter"]
+    data["finetune"]["merged"] = False
+    (old_dir / "spec.toml").write_text(tomli_w.dumps(data))
+    registry = get_registry()
+    new, old = Run.open(run_dir, registry), Run.open(old_dir, registry)
+    assert old.spec.changes == new.spec.changes and old.head == new.head
+    ids = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(old.model().eval()(ids), new.model().eval()(ids))
 
 
 def test_adapter_file_is_small_on_the_tiny_model(work, registry):

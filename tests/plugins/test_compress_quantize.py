@@ -113,7 +113,7 @@ def test_int8_run_is_a_quarter_of_fp32_and_keeps_the_predictions(int8_run, train
     assert report["before"]["decode_tokens_per_s"] > 0 and report["after"]["decode_tokens_per_s"] > 0
     assert json.loads((out / REPORT).read_text())["kl_from_source"] == report["kl_from_source"]
     spec = load_spec(out / "spec.toml", registry=registry)
-    assert [c.name for c in spec.compressed] == ["quantize"] and spec.compressed[0].bits == 8
+    assert [c.name for c in spec.change_params("compressor")] == ["quantize"] and spec.changes[0].compressor.bits == 8
     model = load_run_model(spec, out / "model.safetensors", registry)
     assert len(quantized_modules(model)) == 2 * 4 + 1  # qkv, out, up, down per block, and the head
     # logits of the reloaded run: close to the source model's, equal to its own dequantized weights

@@ -222,7 +222,8 @@ def test_distill_needs_the_runs_data_and_float_weights(registry, tmp_path):
         compress_run(source.run.path, distill(registry), out, registry=registry, measure_speed=False)
     assert not out.exists()
     source = fake_run(registry, tmp_path / "q", data=True)
-    spec = load_spec({**spec_to_dict(source.spec), "compressed": [{"name": "quantize"}]}, registry=registry)
+    quantize = [{"compressor": {"name": "quantize"}}]
+    spec = load_spec({**spec_to_dict(source.spec), "changes": quantize}, registry=registry)
     quantized = SourceRun(source.run, spec, registry, source.tokenizer)
     with pytest.raises(CorekitError, match="already quantized"):
         registry.build("compressor", distill(registry)).check(quantized)
@@ -294,13 +295,13 @@ def test_a_distilled_student_beats_the_same_student_trained_from_scratch(registr
     report = compress_run(stdlib_teacher, params, out, registry=registry, measure_speed=False)
     spec = load_spec(out / "spec.toml", registry=registry)
     assert (spec.model.n_layers, spec.model.d_model, spec.model.norm.name) == (2, 32, "layernorm")
-    assert [c.name for c in spec.compressed] == ["distill"] and spec.train.max_steps == STEPS
+    assert [c.name for c in spec.change_params("compressor")] == ["distill"] and spec.train.max_steps == STEPS
     assert report["after"]["parameters"] < report["before"]["parameters"] / 3
     assert {"final_kd_loss", "final_ce_loss"} <= set(report["details"])
     distilled = load_run_model(spec, out / "model.safetensors", registry)
 
     # The same student spec, seed, steps, schedule and data, trained on the labels alone.
-    scratch_spec = spec.model_copy(update={"compressed": []})
+    scratch_spec = spec.model_copy(update={"changes": []})
     torch.manual_seed(scratch_spec.train.seed)
     scratch = build_model(scratch_spec, registry).train()
     fit_steps(LanguageModelTask(scratch, scratch_spec, registry), stdlib_teacher / "data", tmp_path / "work",

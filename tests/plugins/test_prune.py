@@ -220,7 +220,7 @@ def test_structured_refuses_alibi_head_removal(registry, tmp_path):
 
 
 def test_refuses_a_quantized_run_and_runs_without_data(registry, tmp_path):
-    quantized = source_of(registry, tmp_path, model_section(), compressed=[{"name": "quantize"}])
+    quantized = source_of(registry, tmp_path, model_section(), changes=[{"compressor": {"name": "quantize"}}])
     with pytest.raises(CorekitError, match="already quantized"):
         registry.build("compressor", prune(registry)).check(quantized)
     source = source_of(registry, tmp_path, model_section())
@@ -259,7 +259,7 @@ def test_unstructured_half_sparsity_stays_after_recovery(registry, trained_run, 
     spec = load_spec(trained_run / "spec.toml", registry=registry)
     source = load_run_model(spec, trained_run / "model.safetensors", registry)
     new_spec = load_spec(out / "spec.toml", registry=registry)
-    assert [c.name for c in new_spec.compressed] == ["prune"] and new_spec.model == spec.model
+    assert [c.name for c in new_spec.change_params("compressor")] == ["prune"] and new_spec.model == spec.model
     pruned = load_run_model(new_spec, out / "model.safetensors", registry)
 
     before, after = block_linears(source), block_linears(pruned)
