@@ -28,8 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
 class ModelChange:
     """What a component recorded in a run's ``changes`` list implements."""
 
-    #: a file in the run directory with this change's own tensors, read after ``model.safetensors``
-    #: (a key it repeats takes its tensor); None: its tensors are in ``model.safetensors``
+    #: for a :attr:`foldable` change kept apart from the weights: a file in the run directory with the
+    #: tensors its stage trained, read after ``model.safetensors`` (a key it repeats takes its tensor).
+    #: The stage that makes the change writes it; other changes have their tensors in ``model.safetensors``
     weights_file: ClassVar[str | None] = None
     #: state-dict keys of the model before this change that the change removes: the weights
     #: files may still hold them (a base file shared with the run fine-tuned from) and they are skipped

@@ -110,7 +110,7 @@ class Run:
 
         blank = build_tokenizer(self.spec, self.registry)
         if self.dir.tokenizer.is_file():
-            return blank.load(self.dir.tokenizer)
+            return self.dir.load_tokenizer(blank)
         if blank.needs_training:
             raise CorekitError(
                 f"the {self.spec.tokenizer.name} tokenizer must be trained first and {self.dir.tokenizer} does not "
@@ -189,7 +189,7 @@ def load_run_model(spec: RunSpec, weights: str | Path, registry: Registry | None
     from corekit.weights import load_weights
 
     changes = built_changes(spec, registry)
-    extra = [Path(weights).parent / c.weights_file for c in changes if c.weights_file]
+    extra = [Path(weights).parent / c.weights_file for c in changes if c.foldable and c.weights_file]
     drops = tuple(key for c in changes for key in c.drops)
     return load_weights(build_run_model(spec, registry), weights, *extra, ignore=drops)
 

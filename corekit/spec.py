@@ -121,7 +121,8 @@ class ModelSpec(BaseModel):
 class _OneKind(BaseModel):
     """A table whose fields are kinds, exactly one of which is given."""
 
-    model_config = SECTION
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     @model_validator(mode="after")
     def _one_kind(self) -> _OneKind:

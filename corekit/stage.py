@@ -96,11 +96,15 @@ def stages(registry: Registry) -> list[Stage]:
 
 
 def run_stages(ctx: RunContext) -> None:
-    """``corekit run``: each stage the spec asks for, in order; a current one is skipped."""
-    for stage in stages(ctx.registry):
-        if not stage.wanted(ctx.spec):
-            continue
-        if stage.current(ctx):
-            stage.skipped(ctx)
-        else:
-            stage.run(ctx)
+    """``corekit run``: each stage the spec asks for, in order; a current one is skipped. The run's
+    write lock is held throughout (:mod:`corekit.lock`)."""
+    from corekit.lock import writing
+
+    with writing(ctx.run.path):
+        for stage in stages(ctx.registry):
+            if not stage.wanted(ctx.spec):
+                continue
+            if stage.current(ctx):
+                stage.skipped(ctx)
+            else:
+                stage.run(ctx)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import AbstractSet
 
 from corekit.errors import CorekitError
-from corekit.io import atomic_write_bytes
+from corekit.io import atomic_write_checked, check_checksum
 
 
 def aliases(state: dict) -> dict[str, str]:
@@ -80,7 +80,7 @@ def save_weights(model, spec, registry, path: str | Path, *, only: set[str] | No
     metadata = {"format": "corekit-weights", "corekit": __version__, "spec": json.dumps(spec_to_dict(spec)),
                 "plugins": json.dumps(plugins), "shared": json.dumps(shared),
                 "tied_embeddings": str(_tied(model))}
-    return atomic_write_bytes(path, save(state, metadata=metadata))
+    return atomic_write_checked(path, save(state, metadata=metadata))  # its sha256 recorded beside it
 
 
 def load_weights(model, path: str | Path, *more: str | Path, ignore: tuple[str, ...] = ()):
@@ -94,6 +94,8 @@ def load_weights(model, path: str | Path, *more: str | Path, ignore: tuple[str, 
 
     state = {}
     for file in (path, *more):
+        check_checksum(file, "Restore it from a copy, or train again (a run with checkpoints continues with "
+                             "`corekit train SPEC --run-dir RUN --resume`)")
         try:
             state.update(load_file(str(file)))
         except (OSError, SafetensorError) as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
 
 def model_section(**overrides) -> dict:
     """A small ``[model]`` section as a dict; keyword arguments replace fields."""
@@ -63,3 +65,23 @@ def flip_byte(path, offset: int) -> None:
         byte = fh.read(1)
         fh.seek(offset)
         fh.write(bytes([byte[0] ^ 1]))
+
+
+WORDS = "the of and to in is was for on that with as by at from alpha beta gamma delta".split()
+
+
+def write_spec(tmp_path: Path, **train) -> Path:
+    """A small spec file in ``tmp_path`` over a generated 40-file corpus; keyword arguments set [train] fields."""
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):
+        (corpus / f"{i:03d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(60)) + "\n")
+    train = {"max_steps": 6, "batch_size": 4, "eval_every": 3, "checkpoint_every": 3, "log_every": 1, **train}
+    lines = ["[model]", "context_length = 32", "d_model = 32", "n_layers = 2",
+             "[model.attention]", "n_heads = 4", "[data]", f'paths = ["{corpus}"]', "val_fraction = 0.2",
+             "[train]", *[f"{k} = {v}" for k, v in train.items()],
+             "[train.optimizer]", 'name = "adamw"', "lr = 3e-3"]
+    path = tmp_path / "spec.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

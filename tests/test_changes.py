@@ -13,7 +13,7 @@ from torch import nn
 
 from corekit import hookimpl
 from corekit.change import Head, ModelChange
-from corekit.errors import SpecError
+from corekit.errors import CorekitError, SpecError
 from corekit.params import HeadParams
 from corekit.plugins import load_registry
 from corekit.run import Run, build_run_model, plain_spec
@@ -30,10 +30,8 @@ class TaggedParams(HeadParams):
 
 
 class Tagged(Head):
-    """A third-party head: a two-layer head in lm_head, its tensors in a file of its own; it
-    records the order it was restored in."""
+    """A third-party head: a two-layer head in lm_head; it records the order it was restored in."""
 
-    weights_file = "tagged.safetensors"
     drops = ("lm_head.weight",)
 
     def restore(self, model: nn.Module) -> nn.Module:
@@ -66,10 +64,10 @@ def test_changes_are_restored_in_order_by_the_plugins_that_made_them():
     ]
 
 
-def test_a_change_loads_its_own_weights_file_over_the_base_and_drops_what_it_replaced(tmp_path):
-    """The base file is a plain model's (with its untied LM head); the head's tensors come from the
-    change's own file, and the base LM head's key is skipped."""
-    from safetensors.torch import save_file
+def test_a_change_drops_the_keys_it_replaced_from_a_base_file(tmp_path):
+    """A file holding a plain model's weights (with its untied LM head) and the head's tensors: the
+    base LM head's key is skipped, the head's tensors load, the body is the base's."""
+    from safetensors.torch import load_file, save_file
 
     from corekit.assemble import build_model
     from corekit.weights import save_weights
@@ -78,23 +76,30 @@ def test_a_change_loads_its_own_weights_file_over_the_base_and_drops_what_it_rep
     plain = load_spec({"model": MODEL}, registry=registry)
     torch.manual_seed(0)
     base = build_model(plain, registry)
-    save_weights(base, plain, registry, tmp_path / "model.safetensors")
+    save_weights(base, plain, registry, tmp_path / "base.safetensors")
     head = {"lm_head.0.weight": torch.randn(8, 8), "lm_head.0.bias": torch.randn(8),
             "lm_head.1.weight": torch.randn(2, 8), "lm_head.1.bias": torch.randn(2)}
-    save_file(head, str(tmp_path / "tagged.safetensors"))
+    stored = load_file(str(tmp_path / "base.safetensors"))
+    assert "lm_head.weight" in stored
+    save_file({**stored, **head}, str(tmp_path / "model.safetensors"))
     spec = load_spec({"model": MODEL, "changes": [_tagged("only")]}, registry=registry)
     model = Run(tmp_path, spec, registry).model().eval()
     state = model.state_dict()
     for key, tensor in head.items():
         assert torch.equal(state[key], tensor)
-    assert torch.equal(state["blocks.0.attn.qkv.weight"], base.state_dict()["blocks.0.attn.qkv.weight"])
-    # independently: the base model's hidden states through a head built from the head file
+    # independently: the base model's hidden states through a head built from the head's tensors
     expected_head = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
     expected_head.load_state_dict({k.removeprefix("lm_head."): v for k, v in head.items()})
     base.eval().lm_head = nn.Identity()
     ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         torch.testing.assert_close(model(ids), expected_head(base(ids)))
+    del Tagged.drops  # without the declaration, the stray key is an error
+    try:
+        with pytest.raises(CorekitError, match="lm_head.weight"):
+            Run(tmp_path, spec, registry).model()
+    finally:
+        Tagged.drops = ("lm_head.weight",)
 
 
 def test_only_foldable_changes_leave_the_plain_spec(registry):

@@ -78,29 +78,11 @@ def tokenizer_train(
     typer.echo(f"{verb} {spec.tokenizer.name} tokenizer: {tokenizer.vocab_size} ids -> {run.tokenizer}")
 
 
-@data_app.command("prepare")
-def data_prepare(
-    spec_file: Path = typer.Argument(..., help="a run spec"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help=RUN_DIR_HELP),
-    workers: Optional[int] = typer.Option(
-        None, "--workers", "-j", min=1, help="tokenizer processes (default: all cores)"
-    ),
-    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-) -> None:
-    """Train the tokenizer if the run has none, then tokenize the corpus into shards."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from corekit.errors import CorekitError
+def _prepare(spec, run, registry, workers: Optional[int]):
+    """The tokenizer (trained if the run has none), then the shards, with a progress display;
+    returns ``(PrepareResult, seconds, bytes read)``."""
     from corekit.rundir import prepare_data
-    from corekit.tokenizer import EOT
 
-    spec, run, registry = _load(spec_file, set_, run_dir)
-    if EOT not in spec.tokenizer.special_tokens:
-        raise CorekitError(
-            f"tokenizer.special_tokens must include {EOT!r}: it separates documents in the shards "
-            f"(got {spec.tokenizer.special_tokens})"
-        )
     tokenizer, _ = _train_tokenizer(spec, run, registry)
     start = time.perf_counter()
     with _progress() as progress:
@@ -115,7 +97,34 @@ def data_prepare(
 
         result = prepare_data(spec, run, tokenizer, workers=workers, on_progress=on_progress)
         progress.update(task, total=1, completed=1)
-    elapsed = time.perf_counter() - start
+    return result, time.perf_counter() - start, seen["bytes"]
+
+
+@data_app.command("prepare")
+def data_prepare(
+    spec_file: Path = typer.Argument(..., help="a run spec"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help=RUN_DIR_HELP),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-j", min=1, help="tokenizer processes (default: all cores)"
+    ),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Train the tokenizer if the run has none, then tokenize the corpus into shards."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from corekit.errors import CorekitError
+    from corekit.lock import writing
+    from corekit.tokenizer import EOT
+
+    spec, run, registry = _load(spec_file, set_, run_dir)
+    if EOT not in spec.tokenizer.special_tokens:
+        raise CorekitError(
+            f"tokenizer.special_tokens must include {EOT!r}: it separates documents in the shards "
+            f"(got {spec.tokenizer.special_tokens})"
+        )
+    with writing(run.path):  # one writer from the tokenizer to the last shard
+        result, elapsed, nbytes = _prepare(spec, run, registry, workers)
     manifest = result.manifest
     stats = manifest["stats"]
     console = Console()
@@ -133,6 +142,6 @@ def data_prepare(
         table.add_row(f"{split}", f"{s['documents']:,} documents, {s['tokens']:,} tokens, {s['shards']} shard(s)")
     table.add_row("dtype", manifest["config"]["dtype"])
     table.add_row("shards built / reused", f"{result.built} / {result.reused}")
-    if not result.skipped and seen["bytes"]:
-        table.add_row("throughput", f"{seen['bytes'] / 1e6 / elapsed:.2f} MB/s ({elapsed:.1f} s)")
+    if not result.skipped and nbytes:
+        table.add_row("throughput", f"{nbytes / 1e6 / elapsed:.2f} MB/s ({elapsed:.1f} s)")
     console.print(table)

@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        from corekit import plugins
+        from corekit import lock, plugins
+
+        lock.set_command_line(["corekit", *argv])  # what a run's lock and spec-change log record
 
         plugins.configure(*_global_options(argv))
         make_app(plugins.get_registry())(args=argv, prog_name="corekit")

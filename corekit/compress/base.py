@@ -91,6 +91,9 @@ class Compressor(ModelChange, ABC):
     #: run's: the new run's ``changes`` list then starts afresh, since earlier changes'
     #: ``restore`` does not apply to it
     new_model: bool = False
+    #: whether it works on a model whose LM head a ``head`` change replaced (a classifier); the
+    #: default check refuses such runs otherwise
+    takes_heads: bool = False
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -101,9 +104,16 @@ class Compressor(ModelChange, ABC):
         Called before anything is written; the default refuses quantized runs, since the
         integer weights of a quantized run cannot be trained or pruned further.
         """
-        if source.is_quantized():
-            from corekit.errors import CorekitError
+        from corekit.errors import CorekitError
 
+        heads = source.spec.change_params("head")
+        if heads and not self.takes_heads:
+            raise CorekitError(
+                f"{source.run.path} is a classifier (its LM head was replaced by a {heads[-1].name} head), which "
+                f"{self.params.name} cannot compress: it works on language models. Quantization works on "
+                "classifiers (--with quantize), or compress the language model before fine-tuning it"
+            )
+        if source.is_quantized():
             raise CorekitError(
                 f"{source.run.path} is already quantized "
                 f"({', '.join(c.name for c in source.spec.change_params('compressor'))}); "

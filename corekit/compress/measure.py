@@ -52,7 +52,7 @@ def kl_from(reference: nn.Module, model: nn.Module, data_dir: Path, context_leng
     distributions, in nats: how far compression moved the model's predictions."""
     from corekit.data.windows import ShardSet, ValWindows
 
-    data = ValWindows(ShardSet(data_dir, "val"), context_length, windows)
+    data = ValWindows(ShardSet(data_dir, "val", check_hash=True), context_length, windows)
     total, count = 0.0, 0
     for inputs, _ in torch.utils.data.DataLoader(data, batch_size=8):
         log_p = F.log_softmax(reference(inputs).float(), dim=-1).flatten(0, 1)  # (N, V)

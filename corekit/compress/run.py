@@ -124,7 +124,8 @@ def compress_run(
         say("reloading the compressed run and measuring it")
         after = load_run_model(new_spec, weights, registry).eval()  # what eval/generate/export will see
         before = source.load_model()
-        data_dir = run.data if source.has_data() else None
+        classifier = bool(source.spec.change_params("head"))  # scores classes: no token-level figures
+        data_dir = run.data if source.has_data() and not classifier else None
         windows = val_windows or spec.data.val_windows
         report: dict[str, Any] = {
             "format": FORMAT,
@@ -136,11 +137,13 @@ def compress_run(
             "details": result.details,
             "notes": [],
         }
-        if data_dir is None:
+        if classifier:
+            report["notes"].append("a classifier: perplexity, KL and decode speed (token-level figures) do not apply")
+        elif data_dir is None:
             report["notes"].append(f"{run.data} holds no prepared data: perplexity and KL not measured")
         else:
             report["kl_from_source"] = kl_from(before, after, data_dir, spec.model.context_length)
-        if measure_speed:
+        if measure_speed and not classifier:
             say("timing CPU decoding, before and after")
             speed = decode_speed({"before": before, "after": after}, before.vocab_size)
             report["before"]["decode_tokens_per_s"] = speed["before"]

@@ -44,9 +44,14 @@ def dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
-def shard_problem(data_dir: Path, entry: dict[str, Any], itemsize: int, check_hash: bool = True) -> str | None:
-    """Why the shard ``entry`` cannot be used (missing, wrong size, wrong hash), or None."""
-    path = data_dir / entry["file"]
+def shard_problem(data_dir: Path, entry: dict[str, Any], itemsize: int, check_hash: bool = True,
+                  vocab_size: int | None = None) -> str | None:
+    """Why the shard ``entry`` cannot be used (a name outside ``data_dir``, missing, wrong size,
+    wrong hash, and with ``check_hash`` and ``vocab_size`` a token id beyond the vocabulary), or None."""
+    name = entry.get("file")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return f"the manifest in {data_dir} names a shard {name!r} outside its directory (a hand-edited manifest?)"
+    path = data_dir / name
     if not path.is_file():
         return f"{path} is missing"
     size = path.stat().st_size
@@ -54,6 +59,11 @@ def shard_problem(data_dir: Path, entry: dict[str, Any], itemsize: int, check_ha
         return f"{path} has {size} bytes, the manifest says {entry['tokens'] * itemsize}"
     if check_hash and file_sha256(path) != entry["sha256"]:
         return f"{path} does not match its sha256 in the manifest"
+    if check_hash and vocab_size is not None and size:
+        dtype = np.uint16 if itemsize == 2 else np.uint32
+        top = int(np.memmap(path, dtype=dtype, mode="r").max())
+        if top >= vocab_size:
+            return f"{path} holds token id {top}, beyond the tokenizer's {vocab_size} ids"
     return None
 
 
@@ -109,7 +119,11 @@ def _swap(new: Path, current: Path) -> None:
 def _recover_swap(current: Path) -> None:
     """Finish or undo a :func:`_swap` that a crash interrupted."""
     old, new = current.with_name(current.name + ".old"), current.with_name(current.name + ".next")
-    if current.exists() or not old.exists():
+    if current.exists():
+        if old.exists():  # killed after the swap, before the old shards were removed
+            shutil.rmtree(old)
+        return
+    if not old.exists():
         return
     manifest = read_manifest(new) if new.exists() else None
     (new if manifest and manifest.get("complete") else old).rename(current)

@@ -68,7 +68,8 @@ class ShardSet:
         self.dtype = np.dtype(manifest["config"]["dtype"])
         self.entries = [e for e in manifest["shards"][split] if e["tokens"] > 0]
         for entry in self.entries:
-            problem = shard_problem(self.data_dir, entry, self.dtype.itemsize, check_hash)
+            problem = shard_problem(self.data_dir, entry, self.dtype.itemsize, check_hash,
+                                    vocab_size=manifest["config"].get("vocab_size"))
             if problem is not None:
                 raise CorekitError(f"{problem}; run `corekit data prepare` to rebuild it")
         self.eot_id = manifest["config"]["eot_id"]

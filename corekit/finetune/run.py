@@ -56,6 +56,11 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
     if others:
         raise _located(SpecError([SpecIssue(k, f"section {k!r} comes from the base run; a fine-tuning spec holds only "
                                                f"{', '.join(OWN_SECTIONS)}") for k in others], label), spec_file)
+    if "merged" in ft:  # it would be read as an old run's record of its adapter (see FinetuneStage.upgrade)
+        raise _located(SpecError([SpecIssue("finetune.merged", "written into run directories by earlier versions; "
+                                                               "not a field of a fine-tuning spec: remove it "
+                                                               "(merge = true folds the adapter in)")], label),
+                       spec_file)
     if not isinstance(ft.get("base"), str):
         raise _located(
             SpecError([SpecIssue("finetune.base", "required: the trained run directory to start from")], label),
@@ -79,6 +84,11 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
     merged["finetune"] = ft  # a fine-tuned base's section is replaced; its added tokens stay
     try:
         spec = load_spec(merged, registry=registry)
+        if spec.finetune.task == "classify":  # the head's name and options, checked before any work
+            head_params(spec.finetune, ["a label", "another"], registry)
+        elif spec.finetune.head != "classifier":
+            raise SpecError([SpecIssue("finetune.head", "a head replaces the LM head for task = 'classify'; "
+                                                        f"task = {spec.finetune.task!r} keeps the LM head")])
     except SpecError as exc:
         raise _located(SpecError(exc.issues, label), spec_file) from None
     _check_base(base, base_spec, registry)
@@ -134,11 +144,13 @@ def head_params(ft, labels: list[str], registry):
         return model.model_validate({**table, "name": name, "labels": labels, "pooling": ft.pooling,
                                      "max_length": ft.max_length})
     except ValidationError as exc:
-        raise SpecError([SpecIssue(".".join(["finetune.head", *map(str, e["loc"])]), e["msg"])
+        raise SpecError([SpecIssue(".".join(["finetune.head", *map(str, e["loc"])]),
+                                   f"unknown field {e['loc'][-1]!r}; allowed: {', '.join(model.model_fields)}"
+                                   if e["type"] == "extra_forbidden" else e["msg"])
                          for e in exc.errors()]) from None
 
 
-def finetune_changes(p: "Prepared", registry, merged: bool) -> list[tuple[str, Any]]:
+def finetune_changes(p: "Prepared", merged: bool) -> list[tuple[str, Any]]:
     """The entries fine-tuning adds to the new run's ``changes``: its classification head, and its
     adapter unless ``merged`` into the weights."""
     ft = p.spec.finetune
@@ -196,7 +208,7 @@ def prepare(spec, base, base_spec, registry) -> Prepared:
     p = Prepared(spec, base, base_spec, None)
 
     if ft.task == "classify":
-        p.tokenizer = build_tokenizer(spec, registry).load(base.tokenizer)
+        p.tokenizer = base.load_tokenizer(build_tokenizer(spec, registry))
         train_ex = fd.classify_examples(train_recs, ft.data.text_field, ft.data.label_field)
         val_ex = fd.classify_examples(val_recs, ft.data.text_field, ft.data.label_field)
         p.labels = list(ft.labels) if ft.labels else sorted({label for _, label, _ in train_ex})
@@ -214,7 +226,7 @@ def prepare(spec, base, base_spec, registry) -> Prepared:
     p.old_vocab = known.vocab_size
     missing = [t for t in p.template.special_tokens if t not in known.special_tokens]
     spec.tokenizer = spec.tokenizer.model_copy(update={"added_tokens": [*base_spec.tokenizer.added_tokens, *missing]})
-    p.tokenizer = build_tokenizer(spec, registry).load(base.tokenizer)
+    p.tokenizer = base.load_tokenizer(build_tokenizer(spec, registry))
     spec.model.vocab_size = max(base_spec.model.vocab_size,
                                 padded_vocab(p.tokenizer.vocab_size, spec.model.pad_vocab_multiple))
 

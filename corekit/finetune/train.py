@@ -131,6 +131,7 @@ def finetune(
     import torch
 
     from corekit.finetune.adapter import ADAPTER_FILE
+    from corekit.io import record_checksum
     from corekit.plugins import get_registry
     from corekit.run import Run
     from corekit.rundir import RunDir
@@ -164,7 +165,7 @@ def finetune(
         after = measure(p, setup, reference)
         if ft.merge:
             model = setup.adapter.merge(model)
-        spec = with_changes(spec, registry, *finetune_changes(p, registry, merged=ft.merge))
+        spec = with_changes(spec, registry, *finetune_changes(p, merged=ft.merge))
         RunDir(tmp).derive(spec, base)
         weights = tmp / "model.safetensors"
         sizes: dict[str, int] = {}
@@ -176,6 +177,7 @@ def finetune(
             sizes["adapter_bytes"] = (tmp / ADAPTER_FILE).stat().st_size
             if Run(base, base_spec, registry).is_plain:
                 link_file(base.path / "model.safetensors", weights)
+                record_checksum(weights)  # the base's file, checked when the base was opened
             else:  # the base's own adapter is folded into these frozen weights
                 save_weights(model, spec, registry, weights, exclude=adapter_keys)
         else:

@@ -16,7 +16,7 @@ def validation_loss(
     model, data_dir: Path, context_length: int, *, max_windows: int = 64, batch_size: int = 16
 ) -> float:
     """Mean next-token cross-entropy (nats per token) over the val windows of ``data_dir``."""
-    windows = ValWindows(ShardSet(data_dir, "val"), context_length, max_windows)
+    windows = ValWindows(ShardSet(data_dir, "val", check_hash=True), context_length, max_windows)
     loader = torch.utils.data.DataLoader(windows, batch_size=batch_size)
     was_training = model.training
     model.eval()

@@ -8,6 +8,7 @@ the final weights as ``model.safetensors``. Checkpoints are loaded with ``weight
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +29,6 @@ class TrainResult:
     steps: int
 
 
-def _check_checkpoint(path: Path) -> None:
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, bad pickle opcodes, ...
-        raise CorekitError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); nothing was changed. "
-            "Delete it to resume from an earlier checkpoint in the same folder, or start a new --run-dir."
-        ) from None
-
-
 def _resume_from(run: RunDir, resume: bool) -> Path | None:
     ckpt_dir = run.path / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
@@ -48,11 +39,15 @@ def _resume_from(run: RunDir, resume: bool) -> Path | None:
                 "or use another --run-dir to start afresh (nothing was changed)"
             )
         return None
-    last = ckpt_dir / "last.ckpt"
-    if not last.is_file():
-        raise CorekitError(f"--resume: {last} does not exist; train without --resume first")
-    _check_checkpoint(last)
-    return last
+    if not existing:
+        raise CorekitError(f"--resume: {ckpt_dir} holds no checkpoints; train without --resume first")
+    from corekit.train.checkpoint import clean_partial_saves, newest_checkpoint
+
+    clean_partial_saves(ckpt_dir)
+    chosen, skipped = newest_checkpoint(ckpt_dir)
+    for candidate in skipped:
+        print(f"note: --resume passes over {candidate.path.name}: {candidate.problem}", file=sys.stderr)
+    return chosen
 
 
 def _sample_prompt(data_dir: Path, context_length: int, length: int = 16) -> list[int]:
@@ -120,7 +115,17 @@ def train(
     progress: bool = True,
     trainer_kwargs: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train the spec's model in ``run``; returns the final weights path and metrics."""
+    """Train the spec's model in ``run`` (holding its write lock); returns the final weights path
+    and metrics."""
+    from corekit.lock import writing
+
+    with writing(run.path):
+        return _train(spec, run, registry, resume=resume, workers=workers, progress=progress,
+                      trainer_kwargs=trainer_kwargs)
+
+
+def _train(spec, run: RunDir, registry, *, resume: bool, workers: int | None, progress: bool,
+           trainer_kwargs: dict[str, Any] | None) -> TrainResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -149,7 +154,9 @@ def train(
     task = LanguageModelTask(model, spec, registry)
     data = _datamodule(spec, run.data)
     callbacks = [
+        # no "-v1" names: a resumed (or moved) run saves step=N.ckpt and last.ckpt over its own files
         ModelCheckpoint(dirpath=run.path / "checkpoints", filename="{step}", save_last=True, save_top_k=-1,
+                        enable_version_counter=False,
                         every_n_train_steps=t.checkpoint_every),
         CurvesCallback(run.path),
         SampleCallback(tokenizer, _sample_prompt(run.data, spec.model.context_length), run.path / "samples.txt",

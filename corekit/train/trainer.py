@@ -131,6 +131,10 @@ def make_trainer(
         enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in own),
         callbacks=[*own, *shown, *plugin_callbacks(spec, registry)],
     )
+    if kwargs["enable_checkpointing"] and (t.strategy == "auto" or t.strategy.startswith("ddp")):
+        from corekit.train.checkpoint import AtomicCheckpointIO
+
+        kwargs["plugins"] = [AtomicCheckpointIO()]  # atomic on any filesystem, with a checksum
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
 

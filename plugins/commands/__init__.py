@@ -14,6 +14,7 @@ from corekit import hookimpl
 def corekit_register_commands(app):
     from corekit.cli import (
         compress_cmd, data_cmd, export_cmd, finetune_cmd, generate_cmd, plugins_cmd, run_cmd, spec_cmd, train_cmd,
+        verify_cmd,
     )
 
     app.command("plugins")(plugins_cmd.plugins)
@@ -29,3 +30,4 @@ def corekit_register_commands(app):
     app.command("classify")(finetune_cmd.classify)
     app.command("chat")(finetune_cmd.chat)
     app.add_typer(export_cmd.app, name="export")
+    app.command("verify")(verify_cmd.verify)

@@ -34,6 +34,7 @@ class Quantize(Compressor):
     """Replaces every ``nn.Linear`` (and the token embedding) by a quantized layer."""
 
     quantizes = True
+    takes_heads = True  # a classifier's linear layers quantize like any others
 
     def _plan(self, model: nn.Module) -> dict[str, dict]:
         """Quantization settings for each Linear of ``model``, by name."""

@@ -85,7 +85,7 @@ class TrainStage(Stage):
         ctx.results["val_loss_before"] = validation_loss(
             Run(ctx.run, spec, ctx.registry).model(), ctx.run.data, spec.model.context_length,
             max_windows=spec.data.val_windows)
-        resume = (ctx.run.path / "checkpoints" / "last.ckpt").is_file()
+        resume = any((ctx.run.path / "checkpoints").glob("*.ckpt"))  # interrupted: continue where it stopped
         ctx.console.print(f"[bold]train[/]: {t.max_steps} steps" + (" (resuming)" if resume else ""))
         train(spec, ctx.run, ctx.registry, resume=resume, workers=ctx.workers)
 

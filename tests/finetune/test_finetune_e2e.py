@@ -125,6 +125,32 @@ def test_classifier_exports_and_runs_on_the_edge(classifier, capsys):
     assert exit_info.value.code == 2 and "--classify" in capsys.readouterr().err
 
 
+def test_a_classifier_is_quantized_but_not_pruned_or_distilled(classifier, capsys):
+    """quantize takes a classifier's linear layers like any others; prune and distill work on
+    language models and refuse it before anything is written."""
+    from corekit.edge.runtime import EdgeModel
+    from corekit.finetune.serve import classify_texts, load_run
+    from corekit.spec import change_kind
+
+    out = classifier["out"]
+    code, _, err = run_cli(capsys, "compress", out, "--with", "quantize", "--no-speed", "--out", f"{out}-int8")
+    assert code == 0, err
+    report = json.loads(open(f"{out}-int8/compress-report.json").read())
+    assert any("classifier" in note for note in report["notes"]) and "val_loss" not in report["after"]
+    spec, tokenizer, model = load_run(f"{out}-int8")
+    assert [kind for kind, _ in map(change_kind, spec.changes)] == ["head", "compressor"]
+    texts = ["0123456789", "97531", "1112223"]
+    rows = classify_texts(spec, tokenizer, model, texts)
+    assert [r["label"] for r in rows] == [r["label"] for r in classify_texts(*load_run(out), texts)]
+    code, _, err = run_cli(capsys, "export", "onnx", f"{out}-int8")
+    assert code == 0, err
+    assert [r["label"] for r in EdgeModel(f"{out}-int8/export").classify(texts)] == [r["label"] for r in rows]
+    for name in ("prune", "distill"):
+        code, _, err = run_cli(capsys, "compress", out, "--with", name, "--out", f"{out}-{name}")
+        assert code == 2 and "is a classifier" in err and "Traceback" not in err, err
+        assert not os.path.exists(f"{out}-{name}")
+
+
 def test_head_only_leaves_the_body_untouched(trained_run, work):
     from safetensors.torch import load_file
 

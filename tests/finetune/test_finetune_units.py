@@ -336,6 +336,25 @@ def test_spec_mistakes(tmp_path, spec_for, capsys, trained_run):
     _fails(capsys, missing, tmp_path / "out", f"{tmp_path / 'absent.jsonl'}: no such file")
 
 
+def test_head_mistakes_are_spec_errors_with_their_line(tmp_path, spec_for, capsys):
+    from finetune_data import counting_jsonl, sorted_digits_csv
+
+    train = sorted_digits_csv(tmp_path / "train.csv", n=40)
+    spec = spec_for("classify", train, extra='head = "nope"')
+    line = spec.read_text().splitlines().index('head = "nope"') + 1
+    _fails(capsys, spec, tmp_path / "out", "finetune.head.name", f"line {line}", "unknown head 'nope'", "classifier")
+    spec = spec_for("classify", train, extra='head = { name = "classifier", width = 3 }')
+    _fails(capsys, spec, tmp_path / "out", "finetune.head.width", "unknown field 'width'", "allowed: name, labels")
+    spec = spec_for("classify", train, extra='head = { name = "classifier", labels = ["a", "b"] }')
+    _fails(capsys, spec, tmp_path / "out", "finetune.head.labels", "set labels in [finetune] itself")
+    spec = spec_for("instruct", counting_jsonl(tmp_path / "c.jsonl", n=10), extra='head = "classifier2"')
+    _fails(capsys, spec, tmp_path / "out", "finetune.head", "task = 'classify'")
+    # `merged` belonged to run directories of earlier versions: in a fine-tuning spec it would be
+    # read as such a run's record of its adapter
+    spec = spec_for("classify", train, extra='adapter = "lora"\nmerged = false')
+    _fails(capsys, spec, tmp_path / "out", "finetune.merged", "not a field of a fine-tuning spec")
+
+
 def test_a_failed_finetune_leaves_an_earlier_result(tmp_path, spec_for, capsys):
     from finetune_data import sorted_digits_csv
 

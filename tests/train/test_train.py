@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import csv
-import random
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from helpers import model_section, run_cli, tiny_model
+from helpers import model_section, run_cli, tiny_model, write_spec
 
 from corekit.errors import CorekitError
 from corekit.train.module import LanguageModelTask, NonFiniteLossError
-
-WORDS = "the of and to in is was for on that with as by at from alpha beta gamma delta".split()
-
 
 def test_a_tiny_model_overfits_a_fixed_batch(registry):
     from corekit.spec import load_spec
@@ -49,22 +45,6 @@ def test_a_non_finite_loss_stops_training(registry):
     batch = torch.randint(0, 64, (2, 8))
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         task.training_step((batch, batch), 0)
-
-
-def write_spec(tmp_path: Path, **train) -> Path:
-    rng = random.Random(0)
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(40):
-        (corpus / f"{i:03d}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(60)) + "\n")
-    train = {"max_steps": 6, "batch_size": 4, "eval_every": 3, "checkpoint_every": 3, "log_every": 1, **train}
-    lines = ["[model]", "context_length = 32", "d_model = 32", "n_layers = 2",
-             "[model.attention]", "n_heads = 4", "[data]", f'paths = ["{corpus}"]', "val_fraction = 0.2",
-             "[train]", *[f"{k} = {v}" for k, v in train.items()],
-             "[train.optimizer]", 'name = "adamw"', "lr = 3e-3"]
-    path = tmp_path / "spec.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.slow
@@ -113,23 +93,59 @@ def test_train_writes_the_run_directory_and_resumes(capsys, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_a_corrupt_checkpoint_is_a_clear_error_and_changes_nothing(capsys, tmp_path, damage):
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
+def test_resume_passes_over_a_damaged_checkpoint_and_refuses_when_none_is_left(capsys, tmp_path, damage):
+    """A damaged last.ckpt (truncated, replaced, or one flipped byte that only its checksum shows)
+    is passed over for the newest good checkpoint; with every checkpoint damaged, --resume is a
+    clear error that changes nothing."""
+    from helpers import flip_byte
+
     spec, run = write_spec(tmp_path, max_steps=3), tmp_path / "run"
     assert run_cli(capsys, "train", str(spec), "--run-dir", str(run), "-j", "1")[0] == 0
-    last = run / "checkpoints" / "last.ckpt"
-    data = last.read_bytes()
-    last.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint" * 100)
+    ckpts = run / "checkpoints"
+
+    def spoil(path):
+        data = path.read_bytes()
+        if damage == "flip":
+            flip_byte(path, len(data) // 2)
+        else:
+            path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint" * 100)
+
+    spoil(ckpts / "step=3.ckpt")
+    spoil(ckpts / "last.ckpt")
     snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     code, _, err = run_cli(capsys, "train", str(spec), "--run-dir", str(run), "--resume", "--set", "train.max_steps=6")
-    assert code == 2 and "last.ckpt" in err and "unreadable" in err and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err and "no checkpoint" in err
+    assert "last.ckpt" in " ".join(err.split()) and "step=3.ckpt" in " ".join(err.split())
+    assert ("sha256" if damage == "flip" else "unreadable") in err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
+
+
+@pytest.mark.slow
+def test_resume_takes_the_highest_step_inside_not_the_newest_name(capsys, tmp_path):
+    """A kill between step=N.ckpt and last.ckpt (here: last.ckpt is an older checkpoint) or a
+    copied run: --resume continues from the highest step recorded in a good checkpoint, and
+    `corekit run` resumes by itself."""
+    spec, run = write_spec(tmp_path, max_steps=6, checkpoint_every=3), tmp_path / "run"
+    assert run_cli(capsys, "train", str(spec), "--run-dir", str(run), "-j", "1")[0] == 0
+    ckpts = run / "checkpoints"
+    for name in ("last.ckpt", "last.ckpt.sha256"):
+        (ckpts / name).write_bytes((ckpts / name.replace("last", "step=3")).read_bytes())
+    (ckpts / "step=6.ckpt.sha256").unlink()  # written by an earlier version: no checksum to check
+    (run / "model.safetensors").unlink()
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    code, out, err = run_cli(capsys, "run", str(spec), "--run-dir", str(moved), "-j", "1", "--set", "train.max_steps=8")
+    assert code == 0, err
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert sorted(p.name for p in (moved / "checkpoints").glob("*.ckpt")) == [
+        "last.ckpt", "step=3.ckpt", "step=6.ckpt"]  # no -v1 names
 
 
 def test_resume_without_a_checkpoint(capsys, tmp_path):
     spec = write_spec(tmp_path)
     code, _, err = run_cli(capsys, "train", str(spec), "--run-dir", str(tmp_path / "run"), "--resume", "-j", "1")
-    assert code == 2 and "does not exist" in err
+    assert code == 2 and "holds no checkpoints" in err
 
 
 def test_weights_that_do_not_fit_the_spec(registry, tmp_path):
