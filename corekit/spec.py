@@ -1,17 +1,15 @@
-"""Run specs: pydantic models for a TOML/JSON spec file, its loading and its errors.
+"""Run specs: pydantic models for a TOML/JSON spec file, and its loading.
 
 The static models here mark component fields with ``Slot["kind"]``; the registry turns
 them into unions of the loaded plugins (:meth:`corekit.registry.Registry.resolve`), so
-``load_spec`` validates every component with its own plugin's Params model. Errors
-name the field path, the bad value and what is allowed.
+``load_spec`` validates every component with its own plugin's Params model. Reading files
+and ``--set`` overrides is :mod:`corekit.spec_files`; errors, which name the field path, the
+bad value and what is allowed, are :mod:`corekit.spec_errors`.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
@@ -20,15 +18,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from corekit.errors import CorekitError, SpecError, SpecIssue
-from corekit.params import REGISTRY_DEFAULT, ModelContext, Params, Slot, SlotMarker
+from corekit.errors import CorekitError, SpecError
+from corekit.params import REGISTRY_DEFAULT, ModelContext, Params, Slot
 from corekit.registry import Registry
+from corekit.spec_files import MAX_SPEC_DEPTH as MAX_SPEC_DEPTH
+from corekit.spec_files import apply_overrides as apply_overrides
+from corekit.spec_files import check_depth as check_depth
+from corekit.spec_files import nesting_depth as nesting_depth
+from corekit.spec_files import read_spec_file as read_spec_file
 
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-#: the deepest nesting of tables and arrays a spec may have (real specs stay under 6); deeper
-#: data would exhaust Python's recursion limit in the TOML parser or the validator
-MAX_SPEC_DEPTH = 64
 
 
 def cross_field_error(issues: list[tuple[str, str]]) -> PydanticCustomError:
@@ -239,97 +239,6 @@ def padded_vocab(size: int, multiple: int | None) -> int:
     return size if not multiple else multiple * math.ceil(size / multiple)
 
 
-# --------------------------------------------------------------------------- loading
-def nesting_depth(value: Any) -> int:
-    """How deeply tables and arrays nest in ``value`` (a scalar is 0, ``{"a": [1]}`` is 2).
-
-    Iterative, so it measures data too deep for the recursive code it protects.
-    """
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, Mapping):
-            children: Iterable[Any] = node.values()
-        elif isinstance(node, (list, tuple)):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        if deepest > MAX_SPEC_DEPTH:  # no need to walk further
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _too_deep(what: str) -> str:
-    return f"{what} is nested too deeply; a spec may nest tables and arrays at most {MAX_SPEC_DEPTH} levels"
-
-
-def check_depth(data: Any, source: str | None = None) -> None:
-    """A :class:`SpecError` if ``data`` nests deeper than :data:`MAX_SPEC_DEPTH`."""
-    if nesting_depth(data) > MAX_SPEC_DEPTH:
-        raise SpecError([SpecIssue("", _too_deep(f"the spec {source}" if source else "the spec"))], source)
-
-
-def read_spec_file(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML or JSON spec file into a dict (a :class:`SpecError` if unreadable or nested
-    more than :data:`MAX_SPEC_DEPTH` levels deep)."""
-    path = Path(path)
-    if not path.is_file():
-        problem = f"file {path} does not exist" if not path.exists() else f"{path} is not a file"
-        raise SpecError([SpecIssue("", problem)], str(path))
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError([SpecIssue("", f"invalid TOML: {exc}")], str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise SpecError([SpecIssue("", f"invalid JSON: {exc}")], str(path)) from None
-    except RecursionError:  # the parsers recurse once per level of nesting
-        raise SpecError([SpecIssue("", _too_deep(f"the spec {path}"))], str(path)) from None
-    if not isinstance(data, dict):
-        raise SpecError([SpecIssue("", "a spec must be a table/object of sections")], str(path))
-    check_depth(data, str(path))
-    return data
-
-
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``section.field=value`` overrides; values parse as TOML, else as strings."""
-    check_depth(data)  # deepcopy recurses too
-    data = copy.deepcopy(data)  # TOML values may be dates, which a JSON round-trip cannot copy
-    issues = []
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            issues.append(SpecIssue("--set", f"{item!r} is not of the form section.field=value"))
-            continue
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-            too_deep = len(parts) + nesting_depth(value) > MAX_SPEC_DEPTH
-        except tomllib.TOMLDecodeError:
-            value, too_deep = raw, False
-        except RecursionError:
-            too_deep = True
-        if too_deep:
-            shown = item if len(item) <= 60 else f"{item[:40]}...{item[-10:]}"
-            issues.append(SpecIssue("--set", _too_deep(f"the value of {shown!r}")))
-            continue
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if isinstance(child, str):  # a component given by name only
-                child = {"name": child}
-            elif not isinstance(child, dict):
-                child = {}
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
-    if issues:
-        raise SpecError(issues)
-    return data
-
-
 def load_spec(
     source: str | Path | Mapping[str, Any],
     overrides: Iterable[str] = (),
@@ -357,6 +266,8 @@ def load_spec(
     try:
         return run_spec_type(registry).model_validate(data)
     except ValidationError as exc:
+        from corekit.spec_errors import format_errors
+
         raise SpecError(format_errors(exc, data, registry), label) from None
 
 
@@ -400,85 +311,6 @@ def _one_of_to_any_of(node: Any) -> Any:
     if isinstance(node, list):
         return [_one_of_to_any_of(v) for v in node]
     return node
-
-
-# --------------------------------------------------------------------------- errors
-def format_errors(exc: ValidationError, data: Any, registry: Registry) -> list[SpecIssue]:
-    """Turn pydantic errors into :class:`SpecIssue` s with spec field paths."""
-    issues: list[SpecIssue] = []
-    for err in exc.errors():
-        loc = _spec_loc(err["loc"], data)
-        if err["type"] == "cross_field":
-            for rel, msg in err["ctx"]["issues"]:
-                issues.append(SpecIssue(".".join([*map(str, loc), rel]), msg))
-            continue
-        if err["type"] in ("unknown_component", "missing_component_name"):
-            loc = [*loc, "name"]
-        path = ".".join(str(p) for p in loc)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(registry, loc[:-1], data)
-            what = "section" if len(loc) == 1 else "field"
-            msg = f"unknown {what} {loc[-1]!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
-            msg = f"expected a table, got {type(err.get('input')).__name__} {err.get('input')!r}"
-        elif err["type"] not in ("unknown_component", "missing_component_name", "unknown_choice") and not isinstance(
-            err.get("input"), (dict, list)
-        ):
-            msg += f" (got {err.get('input')!r})"
-        issues.append(SpecIssue(path, msg))
-    return issues
-
-
-def _spec_loc(loc: tuple[Any, ...], data: Any) -> list[Any]:
-    """``loc`` without the union tags pydantic inserts for discriminated unions."""
-    out: list[Any] = []
-    node = data
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        if isinstance(node, str) and part == node and not last:
-            node = {"name": node}
-            continue
-        if isinstance(node, dict) and part not in node and not last and isinstance(part, str):
-            if node.get("name", part) == part:  # the union tag (possibly a default name)
-                continue
-        out.append(part)
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return out
-
-
-def _allowed_fields(registry: Registry, loc: list[Any], data: Any) -> list[str]:
-    """Field names of the model at ``loc`` (for 'unknown field' messages)."""
-    cls: type[BaseModel] = run_spec_type(registry, resolved=False)
-    node = data
-    for part in loc:
-        if isinstance(part, int):  # an item of a list: the list's item model applies
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            continue
-        info = cls.model_fields.get(part)
-        if info is None:
-            return []
-        node = node.get(part) if isinstance(node, dict) else None
-        marker = next((m for m in info.metadata if isinstance(m, SlotMarker)), None)
-        if marker is not None:
-            name = node if isinstance(node, str) else (node or {}).get("name", registry.defaults.get(marker.kind))
-            if not isinstance(name, str) or (marker.kind, name) not in registry:
-                return []
-            cls = registry.get(marker.kind, name).params
-            continue
-        candidates = [info.annotation, *getattr(info.annotation, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if model is None:
-            return []
-        cls = model
-    return list(cls.model_fields)
 
 
 def spec_to_dict(spec: BaseModel) -> dict[str, Any]:

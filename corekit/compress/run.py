@@ -35,7 +35,8 @@ def compressor_params(name: str, overrides: Iterable[str] = (), registry=None, f
     from pydantic import BaseModel, ValidationError, create_model
 
     from corekit.params import Slot
-    from corekit.spec import apply_overrides, format_errors
+    from corekit.spec import apply_overrides
+    from corekit.spec_errors import format_errors
 
     registry = registry or get_registry()
     registry.get("compressor", name)  # an unknown name lists the available ones
