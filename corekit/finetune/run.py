@@ -84,15 +84,21 @@ def load_finetune_spec(spec_file: str | Path, overrides: Iterable[str] = (), reg
     merged["finetune"] = ft  # a fine-tuned base's section is replaced; its added tokens stay
     try:
         spec = load_spec(merged, registry=registry)
-        if spec.finetune.task == "classify":  # the head's name and options, checked before any work
-            head_params(spec.finetune, ["a label", "another"], registry)
-        elif spec.finetune.head != "classifier":
-            raise SpecError([SpecIssue("finetune.head", "a head replaces the LM head for task = 'classify'; "
-                                                        f"task = {spec.finetune.task!r} keeps the LM head")])
+        _check_head(spec.finetune, registry)
     except SpecError as exc:
         raise _located(SpecError(exc.issues, label), spec_file) from None
     _check_base(base, base_spec, registry)
     return spec, base, base_spec
+
+
+def _check_head(ft, registry) -> None:
+    """A classify fine-tuning's head: its name and options, checked before any work (with stand-in
+    labels: the real ones come from the data). Other tasks keep the LM head."""
+    if ft.task == "classify":
+        head_params(ft, ["a label", "another"], registry)
+    elif ft.head != "classifier":
+        raise SpecError([SpecIssue("finetune.head", "a head replaces the LM head for task = 'classify'; "
+                                                    f"task = {ft.task!r} keeps the LM head")])
 
 
 def _located(error: SpecError, spec_file) -> SpecError:
