@@ -32,8 +32,8 @@ try:  # POSIX; elsewhere runs are not locked
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]  # no advisory locks on this platform
 
-#: locks this process holds: lock file -> [file descriptor, depth]
-_HELD: dict[str, list[int]] = {}
+#: locks this process holds: lock file -> its file descriptor
+_HELD: dict[str, int] = {}
 #: this process's command, as :func:`set_command_line` gave it (None: read sys.argv)
 _COMMAND: list[str] | None = None
 
@@ -148,14 +148,7 @@ def writing(run_dir: str | Path, command: str | None = None,
     """
     path = lock_path(run_dir)
     key = str(path)
-    if key in _HELD:
-        _HELD[key][1] += 1
-        try:
-            yield
-        finally:
-            _HELD[key][1] -= 1
-        return
-    if fcntl is None or _other_rank():
+    if key in _HELD or fcntl is None or _other_rank():  # held already (re-entered), or not ours to take
         yield
         return
     fd = _acquire(path, run_dir)
@@ -165,7 +158,7 @@ def writing(run_dir: str | Path, command: str | None = None,
         say = notice or (lambda message: print(message, file=sys.stderr))
         say(f"note: taking over the lock of {run_dir} from {_holder(previous)}, which is no longer running")
     _record(fd, command or command_line())
-    _HELD[key] = [fd, 1]
+    _HELD[key] = fd
     try:
         yield
     finally:

@@ -171,14 +171,16 @@ def built_changes(spec: RunSpec, registry: Registry | None = None) -> list[Model
     return [reg.build(*change_kind(change)) for change in spec.changes]
 
 
-def build_run_model(spec: RunSpec, registry: Registry | None = None) -> nn.Module:
+def build_run_model(spec: RunSpec, registry: Registry | None = None,
+                    changes: list[ModelChange] | None = None) -> nn.Module:
     """The model of a run spec with the structure its saved weights have: ``build_model``, then
-    each entry of ``changes``, restored by the component that made it, in order."""
+    each entry of ``changes``, restored by the component that made it, in order (``changes``:
+    those components already built)."""
     from corekit.assemble import build_model
 
     reg = _registry(registry)
     model = build_model(spec, reg)
-    for change in built_changes(spec, reg):
+    for change in built_changes(spec, reg) if changes is None else changes:
         model = change.restore(model)
     return model
 
@@ -191,7 +193,7 @@ def load_run_model(spec: RunSpec, weights: str | Path, registry: Registry | None
     changes = built_changes(spec, registry)
     extra = [Path(weights).parent / c.weights_file for c in changes if c.foldable and c.weights_file]
     drops = tuple(key for c in changes for key in c.drops)
-    return load_weights(build_run_model(spec, registry), weights, *extra, ignore=drops)
+    return load_weights(build_run_model(spec, registry, changes), weights, *extra, ignore=drops)
 
 
 def plain_spec(spec: RunSpec, registry: Registry | None = None) -> RunSpec:

@@ -216,18 +216,17 @@ def _ensure_tokenizer(spec: RunSpec, run: RunDir, registry: Registry,
             f"{run.path} was made with tokenizer {stored.get('tokenizer')}, but the spec now says {wanted}. "
             "Use another --run-dir (or delete this one) to train a new tokenizer."
         )
+    blank: Tokenizer = build_tokenizer(spec, registry)
+    existing = run.load_tokenizer(blank) if run.tokenizer.is_file() else None  # read (and checked) once
+    changed: dict[str, list[Any]] = {}
     if stored is not None and run.holds_weights():
         # a trained run's tokenizer is fixed, so its vocabulary size is known before anything is written
-        blank_size = run.load_tokenizer(build_tokenizer(spec, registry)).vocab_size if run.tokenizer.is_file() else None
-        if spec.model.vocab_size is None and blank_size is not None:
-            spec.model.vocab_size = padded_vocab(blank_size, spec.model.pad_vocab_multiple)
+        if spec.model.vocab_size is None and existing is not None:
+            spec.model.vocab_size = padded_vocab(existing.vocab_size, spec.model.pad_vocab_multiple)
         changed = spec_changes(run, stored, spec, registry)
-    else:
-        changed = {}
-    blank: Tokenizer = build_tokenizer(spec, registry)
     trained_now = False
-    if run.tokenizer.is_file():
-        tokenizer = run.load_tokenizer(blank)
+    if existing is not None:
+        tokenizer = existing
     else:
         from corekit.data.sources import CleanStats
 
